@@ -1,0 +1,81 @@
+"""The ``fiona`` command line (shared/CONTRACT.md section 2)."""
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from fiona_common.errors import ConfigError, FionaError
+from fiona_common.settings import Settings
+
+# Service name on the command line -> module whose ``main(settings)`` runs it.
+SERVICES: dict[str, str] = {
+    "receiver": "services.receiver.main",
+}
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {"datadir": Path(args.data).resolve()} if getattr(args, "data", None) else {}
+    config = Path(args.config) if getattr(args, "config", None) else None
+    if config is None and overrides:
+        default = overrides["datadir"] / "config" / "config.json"
+        config = default if default.exists() else None
+    return Settings.load(config, **overrides)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    module = importlib.import_module(SERVICES[args.service.replace("-", "_")])
+    service_main: Callable[[Settings], int] = module.main
+    return service_main(_settings(args))
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from fiona_cli.supervisor import run_supervisor
+
+    return run_supervisor(_settings(args), list(SERVICES))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from fiona_cli.status import print_status
+
+    return print_status(_settings(args), list(SERVICES), as_json=args.json)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fiona",
+        description="FIONA research-imaging gateway",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(
+        name: str, func: Callable[[argparse.Namespace], int], text: str
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("--config", metavar="FILE", help="config.json (default: $FIONA_CONFIG)")
+        p.add_argument("--data", metavar="DIR", help="data directory (overrides DATADIR)")
+        p.set_defaults(func=func)
+        return p
+
+    add("up", cmd_up, "start NATS and every service, restart crashed ones, stop on Ctrl-C")
+    run = add("run", cmd_run, "run one service in the foreground")
+    run.add_argument("service", choices=[s.replace("_", "-") for s in SERVICES])
+    status = add("status", cmd_status, "show each service's health; non-zero exit if unhealthy")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+        return result
+    except ConfigError as err:
+        print(f"fiona: configuration error: {err}", file=sys.stderr)
+        return 2
+    except FionaError as err:
+        print(f"fiona: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

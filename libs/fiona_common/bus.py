@@ -1,0 +1,256 @@
+"""NATS and JetStream: connect, declare streams/consumers/buckets idempotently, publish, consume.
+
+Streams and key-value buckets are declared here, in one place, so every service ensures the
+same definitions at start-up, whichever starts first.
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, KeyValueConfig, PubAck, StreamConfig
+from nats.js.errors import APIError, BucketNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+from pydantic import ValidationError
+
+from fiona_common.errors import BadInput, Unavailable
+from fiona_common.messages import Event
+
+log = logging.getLogger(__name__)
+
+E = TypeVar("E", bound=Event)
+
+# Errors that mean "NATS is not there right now"; callers retry on these.
+NATS_DOWN = (NatsError, APIError, asyncio.TimeoutError, OSError)
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """A JetStream stream FIONA relies on."""
+
+    name: str
+    subjects: list[str]
+    max_age_seconds: float = 14 * 24 * 3600
+    # Re-publishes of the same Nats-Msg-Id inside this window are dropped by the server;
+    # beyond it, consumers deduplicate themselves.
+    duplicate_window_seconds: float = 600
+
+    def config(self) -> StreamConfig:
+        return StreamConfig(
+            name=self.name,
+            subjects=self.subjects,
+            max_age=self.max_age_seconds,
+            duplicate_window=self.duplicate_window_seconds,
+        )
+
+
+STREAMS: list[StreamSpec] = [
+    StreamSpec(name="FIONA_INSTANCES", subjects=["fiona.instance.>"]),
+]
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A durable pull consumer; retry policy lives here, not in handlers."""
+
+    durable: str
+    ack_wait_seconds: float = 60
+    max_deliver: int = 10
+    backoff_seconds: list[float] = field(default_factory=lambda: [1, 5, 15, 60, 300])
+    max_ack_pending: int = 1000
+
+
+@dataclass
+class Bus:
+    """A NATS connection with its JetStream context."""
+
+    nc: NatsClient
+    js: JetStreamContext
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.nc.is_connected)
+
+    async def ensure_streams(self, specs: list[StreamSpec] = STREAMS) -> None:
+        """Create the streams, or bring their configuration up to date (idempotent)."""
+        for spec in specs:
+            try:
+                await self.js.stream_info(spec.name)
+            except NotFoundError:
+                await self.js.add_stream(spec.config())
+            else:
+                await self.js.update_stream(spec.config())
+
+    async def kv(self, bucket: str, history: int = 1, ttl_seconds: float | None = None) -> KeyValue:
+        """The key-value bucket ``bucket``, created on first use."""
+        try:
+            return await self.js.key_value(bucket)
+        except BucketNotFoundError:
+            config = KeyValueConfig(bucket=bucket, history=history, ttl=ttl_seconds)
+            return await self.js.create_key_value(config)
+
+    async def publish(self, event: Event, ack_seconds: float = 5.0) -> PubAck:
+        """Publish ``event`` to JetStream and wait for the server's acknowledgement."""
+        return await self.js.publish(
+            event.subject,
+            event.to_json(),
+            timeout=ack_seconds,
+            stream=event.stream,
+            headers={"Nats-Msg-Id": event.msg_id()},
+        )
+
+    async def publish_many(self, events: list[Event], ack_seconds: float = 10.0) -> list[bool]:
+        """Publish a batch without waiting for each ack in turn; True where acknowledged."""
+        futures: list[asyncio.Future[PubAck] | None] = []
+        for event in events:
+            try:
+                futures.append(
+                    await self.js.publish_async(
+                        event.subject,
+                        event.to_json(),
+                        wait_stall=ack_seconds,
+                        stream=event.stream,
+                        headers={"Nats-Msg-Id": event.msg_id()},
+                    )
+                )
+            except NATS_DOWN:
+                futures.append(None)
+        results: list[bool] = []
+        for fut in futures:
+            try:
+                results.append(fut is not None and bool(await asyncio.wait_for(fut, ack_seconds)))
+            except NATS_DOWN:
+                results.append(False)
+        return results
+
+    async def consume(
+        self,
+        event_type: type[E],
+        spec: ConsumerSpec,
+        handler: Callable[[E], Awaitable[None]],
+        stop: asyncio.Event,
+        on_bad_input: Callable[[E | None, BadInput, Msg], Awaitable[None]] | None = None,
+        batch: int = 16,
+    ) -> None:
+        """Run ``handler`` for each message of ``event_type`` until ``stop`` is set.
+
+        The handler gets a validated model and never acks: success acks, :class:`BadInput`
+        terminates the message (after ``on_bad_input``, which quarantines), anything else is
+        retried with the consumer's backoff. Several replicas with the same durable name share
+        the work.
+        """
+        stream = next(s for s in STREAMS if _matches(s.subjects, event_type.subject))
+        sub = await self.js.pull_subscribe(
+            event_type.subject,
+            durable=spec.durable,
+            stream=stream.name,
+            config=ConsumerConfig(
+                durable_name=spec.durable,
+                ack_wait=spec.ack_wait_seconds,
+                max_deliver=spec.max_deliver,
+                backoff=spec.backoff_seconds,
+                max_ack_pending=spec.max_ack_pending,
+                filter_subject=event_type.subject,
+            ),
+        )
+        while not stop.is_set():
+            try:
+                msgs = await sub.fetch(batch, timeout=1.0)
+            except TimeoutError:
+                continue
+            except NATS_DOWN as err:
+                log.warning("fetch failed, retrying", extra={"error": type(err).__name__})
+                await asyncio.sleep(1.0)
+                continue
+            for msg in msgs:
+                await _settle(msg, event_type, handler, on_bad_input)
+
+
+async def _settle(
+    msg: Msg,
+    event_type: type[E],
+    handler: Callable[[E], Awaitable[None]],
+    on_bad_input: Callable[[E | None, BadInput, Msg], Awaitable[None]] | None,
+) -> None:
+    event: E | None = None
+    try:
+        try:
+            event = event_type.from_json(msg.data)
+        except ValidationError as err:
+            detail = f"{event_type.__name__}: {err.error_count()} validation errors"
+            raise BadInput("malformed_event", detail) from err
+        await handler(event)
+    except BadInput as err:
+        log.warning("message refused", extra={"subject": msg.subject, "reason": err.code})
+        if on_bad_input is not None:
+            await on_bad_input(event, err, msg)
+        await msg.term()
+        return
+    except Unavailable as err:
+        log.warning("dependency unavailable, will retry", extra={"error": str(err)})
+        await msg.nak(delay=5.0)
+        return
+    except Exception:  # the consume-loop boundary: log once, let JetStream redeliver
+        log.exception("handler failed", extra={"subject": msg.subject})
+        await msg.nak(delay=5.0)
+        return
+    await msg.ack()
+
+
+def _matches(patterns: list[str], subject: str) -> bool:
+    parts = subject.split(".")
+    for pattern in patterns:
+        tokens = pattern.split(".")
+        if tokens[-1] == ">" and parts[: len(tokens) - 1] == tokens[:-1]:
+            return True
+        same_length = len(tokens) == len(parts)
+        if same_length and all(t in ("*", p) for t, p in zip(tokens, parts, strict=True)):
+            return True
+    return False
+
+
+async def connect(url: str, name: str, **callbacks: Any) -> Bus:
+    """Connect once; reconnects forever afterwards. Raises :class:`Unavailable` if NATS is down."""
+    try:
+        nc = await nats.connect(
+            servers=[url],
+            name=name,
+            connect_timeout=2,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=1,
+            allow_reconnect=True,
+            **callbacks,
+        )
+    except NATS_DOWN as err:
+        raise Unavailable(f"NATS at {url} is not reachable: {type(err).__name__}") from err
+    return Bus(nc=nc, js=nc.jetstream())
+
+
+async def connect_when_available(
+    url: str, name: str, stop: asyncio.Event, retry_seconds: float = 1.0, **callbacks: Any
+) -> Bus | None:
+    """Keep trying :func:`connect` until it works or ``stop`` is set (then None)."""
+    while not stop.is_set():
+        try:
+            bus = await connect(url, name, **callbacks)
+        except Unavailable as err:
+            log.warning("waiting for NATS", extra={"error": str(err)})
+        else:
+            try:
+                await bus.ensure_streams()
+                return bus
+            except NATS_DOWN as err:
+                log.warning("NATS not ready for streams", extra={"error": type(err).__name__})
+                await bus.nc.close()
+        try:
+            await asyncio.wait_for(stop.wait(), retry_seconds)
+        except TimeoutError:
+            pass
+    return None

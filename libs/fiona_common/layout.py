@@ -1,0 +1,151 @@
+"""The data directory layout (shared/CONTRACT.md section 4), in one place.
+
+Every path built from a DICOM value goes through this module, and every UID is validated here
+before it becomes part of a path: a hostile UID such as ``../../etc`` never reaches the disk.
+"""
+
+import os
+import re
+from pathlib import Path
+
+from fiona_common.errors import BadInput
+
+# Digits and dots, no empty component, at most 64 characters (PS3.5 9.1). Components with a
+# leading zero are invalid in the standard but harmless as paths and seen from real scanners,
+# so they are accepted rather than quarantining a patient's study.
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+_MODALITY_PREFIX = re.compile(r"[A-Za-z0-9]{1,16}")
+
+DIR_MODE = 0o750
+FILE_MODE = 0o640
+
+
+def is_valid_uid(value: object) -> bool:
+    """True when ``value`` is a syntactically valid DICOM UID."""
+    return isinstance(value, str) and len(value) <= 64 and _UID.fullmatch(value) is not None
+
+
+def checked_uid(value: object, what: str) -> str:
+    """Return ``value`` if it is a valid UID, else raise :class:`BadInput` naming ``what``."""
+    if not is_valid_uid(value):
+        raise BadInput(f"invalid_{what}", f"{what} is missing or not a valid DICOM UID")
+    return str(value)
+
+
+class Layout:
+    """Paths under one data directory (``DATADIR`` of config.json, or of a ``SITES`` entry)."""
+
+    def __init__(self, datadir: Path) -> None:
+        self.datadir = datadir
+
+    @property
+    def config_dir(self) -> Path:
+        return self.datadir / "config"
+
+    @property
+    def enabled_file(self) -> Path:
+        return self.config_dir / "enabled"
+
+    @property
+    def site_dir(self) -> Path:
+        return self.datadir / "site"
+
+    @property
+    def archive_dir(self) -> Path:
+        return self.site_dir / "archive"
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.site_dir / "raw"
+
+    @property
+    def participants_dir(self) -> Path:
+        return self.site_dir / "participants"
+
+    @property
+    def srs_dir(self) -> Path:
+        return self.site_dir / "srs"
+
+    @property
+    def arrived_dir(self) -> Path:
+        return self.site_dir / ".arrived"
+
+    @property
+    def inbox_dir(self) -> Path:
+        return self.datadir / "inbox"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.datadir / "outbox"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.datadir / "quarantine"
+
+    @property
+    def state_dir(self) -> Path:
+        """Service bookkeeping that must survive restarts (never patient data)."""
+        return self.datadir / "state"
+
+    @property
+    def incoming_dir(self) -> Path:
+        """Partially received objects; on the archive's file system so a rename is atomic."""
+        return self.site_dir / ".incoming"
+
+    def study_archive_dir(self, study_uid: str) -> Path:
+        return self.archive_dir / f"scp_{checked_uid(study_uid, 'study_uid')}"
+
+    def archive_file(self, study_uid: str, sop_uid: str, modality_prefix: str) -> Path:
+        """``site/archive/scp_<Study>/<MOD>.<SOP>``, the one real copy of an object."""
+        if not _MODALITY_PREFIX.fullmatch(modality_prefix):
+            raise BadInput("invalid_modality", "modality prefix is not alphanumeric")
+        sop = checked_uid(sop_uid, "sop_uid")
+        return self.study_archive_dir(study_uid) / f"{modality_prefix}.{sop}"
+
+    def relative(self, path: Path) -> str:
+        """``path`` relative to the data directory, as carried in events."""
+        return path.relative_to(self.datadir).as_posix()
+
+    def resolve(self, relative_path: str) -> Path:
+        """Inverse of :meth:`relative`; refuses anything that would leave the data directory."""
+        path = (self.datadir / relative_path).resolve()
+        if not path.is_relative_to(self.datadir.resolve()):
+            raise BadInput("path_outside_datadir", "path leaves the data directory")
+        return path
+
+    def ensure(self) -> None:
+        """Create the directory skeleton (idempotent, never world-writable)."""
+        for path in (
+            self.config_dir,
+            self.archive_dir,
+            self.raw_dir,
+            self.participants_dir,
+            self.srs_dir,
+            self.arrived_dir,
+            self.inbox_dir,
+            self.outbox_dir,
+            self.quarantine_dir,
+            self.state_dir,
+            self.incoming_dir,
+        ):
+            path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or link inside ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
+    """Write ``data`` so that readers see the old file or the whole new one, durably."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)

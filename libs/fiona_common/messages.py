@@ -1,0 +1,72 @@
+"""Versioned event models, one per NATS subject (documented for integrators in docs/events.md).
+
+Events carry UIDs, counts and hashes, never patient identifiers. Readers ignore unknown fields,
+so adding a field is compatible; a breaking change bumps ``VERSION`` of that event.
+"""
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, ClassVar, Self
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from fiona_common.layout import checked_uid
+
+DicomUid = Annotated[str, AfterValidator(lambda v: checked_uid(v, "uid"))]
+
+
+class Event(BaseModel):
+    """Base of every message: JSON with a ``schema`` version, deduplicated by ``msg_id``."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    subject: ClassVar[str]
+    stream: ClassVar[str]
+    VERSION: ClassVar[int] = 1
+
+    # ``schema`` would shadow a BaseModel attribute, hence the alias.
+    schema_version: int = Field(default=1, alias="schema")
+
+    def msg_id(self) -> str:
+        """Deterministic ``Nats-Msg-Id``: the same fact published twice is stored once."""
+        raise NotImplementedError
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Self:
+        return cls.model_validate_json(data)
+
+
+class StoredVia(StrEnum):
+    """How an object entered FIONA."""
+
+    DICOM = "dicom"
+    INBOX = "inbox"
+    RECONCILE = "reconcile"
+
+
+class InstanceStored(Event):
+    """One DICOM object is durably in ``site/archive`` (published by the receiver)."""
+
+    subject: ClassVar[str] = "fiona.instance.stored"
+    stream: ClassVar[str] = "FIONA_INSTANCES"
+
+    site: str
+    study_uid: DicomUid
+    series_uid: DicomUid
+    sop_uid: DicomUid
+    sop_class_uid: DicomUid
+    transfer_syntax_uid: DicomUid
+    modality: str
+    archive_path: str = Field(description="relative to the site's DATADIR")
+    size_bytes: int
+    calling_aet: str
+    called_aet: str
+    peer_address: str
+    via: StoredVia
+    received_at: datetime
+
+    def msg_id(self) -> str:
+        return f"instance.stored:{self.site}:{self.study_uid}:{self.sop_uid}"

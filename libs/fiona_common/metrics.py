@@ -1,0 +1,114 @@
+"""The ``/metrics``, ``/healthz`` and ``/readyz`` HTTP endpoints every service serves.
+
+``/readyz`` answers a small JSON document (checks, backlog, recent errors) that ``fiona status``
+reads; it never contains identifiers or secrets.
+"""
+
+import json
+import threading
+import time
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+SERVICE_UP = Gauge("fiona_service_ready", "1 when the service is ready to work", ["service"])
+
+
+class Health:
+    """Thread-safe readiness checks and recent errors of one service process."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.started_at = time.time()
+        self._lock = threading.Lock()
+        self._checks: dict[str, bool] = {}
+        self._details: dict[str, Any] = {}
+        self._errors: deque[dict[str, Any]] = deque(maxlen=10)
+        self.alive = True
+
+    def set_check(self, name: str, ok: bool) -> None:
+        """Record one readiness condition (e.g. ``listening``, ``nats``)."""
+        with self._lock:
+            self._checks[name] = ok
+        SERVICE_UP.labels(self.service).set(1 if self.ready else 0)
+
+    def set_detail(self, name: str, value: Any) -> None:
+        """A figure shown by ``fiona status`` (backlog, in flight...), not a readiness condition."""
+        with self._lock:
+            self._details[name] = value
+
+    def record_error(self, message: str) -> None:
+        with self._lock:
+            self._errors.append({"at": time.time(), "error": message})
+
+    @property
+    def ready(self) -> bool:
+        with self._lock:
+            return bool(self._checks) and all(self._checks.values())
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            checks, details, errors = dict(self._checks), dict(self._details), list(self._errors)
+        return {
+            "service": self.service,
+            "ready": self.ready,
+            "alive": self.alive,
+            "uptime_seconds": round(time.time() - self.started_at, 1),
+            "checks": checks,
+            "details": details,
+            "last_errors": errors,
+        }
+
+
+def _handler_for(health: Health, registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            if self.path == "/metrics":
+                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            elif self.path == "/healthz":
+                self._send(200 if health.alive else 503, b"ok\n" if health.alive else b"dead\n")
+            elif self.path == "/readyz":
+                snap = health.snapshot()
+                self._send(
+                    200 if snap["ready"] else 503, json.dumps(snap).encode(), "application/json"
+                )
+            else:
+                self._send(404, b"not found\n")
+
+        def _send(self, code: int, body: bytes, ctype: str = "text/plain") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            pass  # scrapes every 15 s would drown the service's own log
+
+    return Handler
+
+
+class HttpServer:
+    """Serves the three endpoints from a daemon thread."""
+
+    def __init__(
+        self, host: str, port: int, health: Health, registry: CollectorRegistry = REGISTRY
+    ) -> None:
+        self._server = ThreadingHTTPServer((host, port), _handler_for(health, registry))
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="http")
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> "HttpServer":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

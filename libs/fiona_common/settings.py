@@ -1,0 +1,195 @@
+"""FIONA settings: an original ``config.json`` as it is, overridden by ``FIONA_*`` environment.
+
+Precedence (highest first): environment ``FIONA_<KEY>`` (nested: ``FIONA_RECEIVER__HTTP_PORT``),
+then the config file, then defaults. Unknown config.json keys (``SCANNERIP``, ``CONNECTION``, ...)
+are kept in ``extras`` and otherwise ignored; a wrong type is a :class:`ConfigError` naming the key.
+"""
+
+import json
+import os
+from ipaddress import IPv4Network, IPv6Network, ip_network
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from fiona_common.errors import ConfigError
+
+DEFAULT_SITE = "default"
+
+
+def _lower_keys(data: Any) -> Any:
+    """config.json keys are upper case (``DICOMPORT``); our fields are lower case."""
+    if isinstance(data, dict):
+        return {str(k).lower(): v for k, v in data.items()}
+    return data
+
+
+class AccessRules(BaseModel):
+    """Who may open an association to a listener. Empty lists mean: everyone (the original)."""
+
+    allowed_calling_aets: list[str] = Field(default_factory=list)
+    allowed_peers: list[IPv4Network | IPv6Network] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lower(cls, data: Any) -> Any:
+        return _lower_keys(data)
+
+    @field_validator("allowed_peers", mode="before")
+    @classmethod
+    def _parse_networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        return [ip_network(str(v).strip(), strict=False) for v in value]
+
+    @field_validator("allowed_calling_aets", mode="before")
+    @classmethod
+    def _parse_aets(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.split(",")
+        return [str(v).strip() for v in value if str(v).strip()]
+
+
+class SiteConfig(AccessRules):
+    """One ``SITES.<PROJECT>`` section: its own listener port, AE title and data directory."""
+
+    model_config = ConfigDict(extra="allow")
+
+    dicomport: int
+    dicomaetitle: str = "FIONA"
+    datadir: Path
+
+
+class ReceiverSettings(AccessRules):
+    """The receiver service (``FIONA_RECEIVER__*``)."""
+
+    http_port: int = 9101
+    bind_address: str = "0.0.0.0"
+    # Processes sharing the DICOM port through SO_REUSEPORT (one core each).
+    workers: int = Field(default=1, ge=1, le=64)
+    max_pdu_bytes: int = Field(default=262_144, ge=0)
+    max_associations: int = Field(default=32, ge=1)
+    enabled_poll_seconds: float = Field(default=1.0, gt=0)
+    # An inbox file is imported once its size and mtime stayed unchanged this long.
+    inbox_settle_seconds: float = Field(default=2.0, ge=0)
+    # Events kept in memory while NATS is away; beyond this the archive is rescanned instead.
+    max_pending_events: int = Field(default=50_000, ge=100)
+
+
+class Settings(BaseSettings):
+    """All of FIONA's settings; built once per process by :meth:`load`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FIONA_",
+        env_nested_delimiter="__",
+        case_sensitive=False,
+        extra="ignore",
+    )
+
+    datadir: Path = Path("data")
+    dicomport: int = 11112
+    dicomip: str = "127.0.0.1"
+    dicomaetitle: str = "FIONA"
+    sites: dict[str, SiteConfig] = Field(default_factory=dict)
+    processing_user: str | None = None
+    # None: ``fiona up`` starts a local nats-server on ``local_nats_port``.
+    nats_url: str | None = None
+    local_nats_port: int = 4222
+    http_host: str = "0.0.0.0"
+    log_level: str = "INFO"
+    receiver: ReceiverSettings = Field(default_factory=ReceiverSettings)
+    config_file: Path | None = None
+    extras: dict[str, Any] = Field(default_factory=dict, exclude=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The config file arrives as init values: the environment must win over it.
+        return env_settings, init_settings, file_secret_settings
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, **overrides: Any) -> "Settings":
+        """Read ``config_file`` (or ``$FIONA_CONFIG``), apply the environment, validate.
+
+        ``overrides`` (from command-line flags) win over both.
+        """
+        path = config_file or _env_path("FIONA_CONFIG")
+        values = read_config_file(path) if path else {}
+        known = {k: v for k, v in values.items() if k in cls.model_fields}
+        extras = {k: v for k, v in values.items() if k not in cls.model_fields}
+        try:
+            settings = cls(**known, extras=extras, config_file=path)
+            if overrides:
+                settings = settings.model_copy(update=overrides)
+        except ValidationError as err:
+            raise ConfigError(_describe(err, path)) from None
+        settings.datadir = settings.datadir.expanduser().resolve()
+        return settings
+
+    def listeners(self) -> list["Listener"]:
+        """The DICOM listeners to open: the main one, then one per ``SITES`` project."""
+        main = Listener(
+            name=DEFAULT_SITE,
+            port=self.dicomport,
+            aetitle=self.dicomaetitle,
+            datadir=self.datadir,
+            access=AccessRules.model_validate(self.receiver.model_dump()),
+        )
+        sites = [
+            Listener(
+                name=name,
+                port=site.dicomport,
+                aetitle=site.dicomaetitle,
+                datadir=site.datadir.expanduser().resolve(),
+                access=AccessRules.model_validate(site.model_dump()),
+            )
+            for name, site in self.sites.items()
+            if name not in ("", "ABCD")  # the original's spelling of "the default project"
+        ]
+        return [main, *sites]
+
+
+class Listener(BaseModel):
+    """One DICOM listener: port, AE title, data directory and access rules."""
+
+    name: str
+    port: int
+    aetitle: str
+    datadir: Path
+    access: AccessRules
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """config.json as a dict with lower-case keys; a clear error if it is unreadable."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"config file {path} is not readable JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object")
+    lowered: dict[str, Any] = _lower_keys(data)
+    if lowered.get("datadir") is None:
+        lowered.pop("datadir", None)  # the original wrote null for "the default"
+    return lowered
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
+
+
+def _describe(err: ValidationError, path: Path | None) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(part).upper() for part in first["loc"]) or "(root)"
+    origin = f" in {path}" if path else ""
+    return f"config key {key}{origin}: {first['msg']} (got {first.get('input')!r})"

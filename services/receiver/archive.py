@@ -1,0 +1,167 @@
+"""Putting a received object into ``site/archive`` durably, once.
+
+An object is identified by its Study and SOP Instance UIDs (its archive path). It is linked into
+place from the spool file (atomic: readers see no file or the whole file), then the file and
+its directory are fsynced: only then is the C-STORE answered with Success. The same SOP
+instance sent again is a duplicate and changes nothing; a *different* object under the same UID
+is kept in quarantine, so nothing a sender sent is ever lost.
+"""
+
+import errno
+import filecmp
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+
+from fiona_common.errors import BadInput
+from fiona_common.layout import FILE_MODE, Layout, checked_uid, fsync_dir
+
+# DCMTK's short modality names (dcmSOPClassUIDToModality), used as the archive file prefix
+# ``<MOD>.<SOPInstanceUID>`` exactly as the original storescp wrote it.
+_DCMTK_PREFIX = {
+    "1.2.840.10008.5.1.4.1.1.2": "CT",
+    "1.2.840.10008.5.1.4.1.1.2.1": "CTe",
+    "1.2.840.10008.5.1.4.1.1.4": "MR",
+    "1.2.840.10008.5.1.4.1.1.4.1": "MRe",
+    "1.2.840.10008.5.1.4.1.1.4.2": "MRs",
+    "1.2.840.10008.5.1.4.1.1.4.3": "MRc",
+    "1.2.840.10008.5.1.4.1.1.7": "SC",
+    "1.2.840.10008.5.1.4.1.1.7.1": "SCb",
+    "1.2.840.10008.5.1.4.1.1.7.2": "SCg",
+    "1.2.840.10008.5.1.4.1.1.7.3": "SCw",
+    "1.2.840.10008.5.1.4.1.1.7.4": "SCc",
+    "1.2.840.10008.5.1.4.1.1.11.1": "PSg",
+    "1.2.840.10008.5.1.4.1.1.11.2": "PSc",
+    "1.2.840.10008.5.1.4.1.1.11.3": "PSp",
+    "1.2.840.10008.5.1.4.1.1.11.4": "PSb",
+    "1.2.840.10008.5.1.4.1.1.88.11": "SRb",
+    "1.2.840.10008.5.1.4.1.1.88.22": "SRe",
+    "1.2.840.10008.5.1.4.1.1.88.33": "SRc",
+    "1.2.840.10008.5.1.4.1.1.88.59": "KO",
+    "1.2.840.10008.5.1.4.1.1.128": "PT",
+    "1.2.840.10008.5.1.4.1.1.130": "PTe",
+    "1.2.840.10008.5.1.4.1.1.1": "CR",
+    "1.2.840.10008.5.1.4.1.1.1.1": "DX",
+    "1.2.840.10008.5.1.4.1.1.1.2": "MG",
+    "1.2.840.10008.5.1.4.1.1.6.1": "US",
+    "1.2.840.10008.5.1.4.1.1.3.1": "USm",
+    "1.2.840.10008.5.1.4.1.1.20": "NM",
+    "1.2.840.10008.5.1.4.1.1.66": "RAW",
+    "1.2.840.10008.5.1.4.1.1.66.4": "SEG",
+    "1.2.840.10008.5.1.4.1.1.481.3": "RTSTRUCT",
+    "1.2.840.10008.5.1.4.1.1.104.1": "DOC",
+}
+_IDENTITY_TAGS = [
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "Modality",
+]
+
+
+@dataclass(frozen=True)
+class ObjectIdentity:
+    """What the archive and the event need to know about one object (no patient data)."""
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    modality: str
+
+    @property
+    def file_prefix(self) -> str:
+        prefix = _DCMTK_PREFIX.get(self.sop_class_uid) or self.modality
+        return prefix if prefix.isalnum() and len(prefix) <= 16 else "UNKNOWN"
+
+
+def read_identity(path: Path) -> ObjectIdentity:
+    """Read the identifying UIDs from a Part 10 file's header (never the pixel data).
+
+    Raises:
+        BadInput: the file is not DICOM, or a UID is missing or invalid.
+    """
+    try:
+        ds = dcmread(path, stop_before_pixels=True, specific_tags=_IDENTITY_TAGS)
+        values = {tag: ds.get(tag) for tag in _IDENTITY_TAGS}
+        transfer_syntax = ds.file_meta.get("TransferSyntaxUID")
+    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError) as err:
+        raise BadInput("not_dicom", f"not a readable DICOM file ({type(err).__name__})") from err
+    return ObjectIdentity(
+        study_uid=checked_uid(values["StudyInstanceUID"], "study_uid"),
+        series_uid=checked_uid(values["SeriesInstanceUID"], "series_uid"),
+        sop_uid=checked_uid(values["SOPInstanceUID"], "sop_uid"),
+        sop_class_uid=checked_uid(values["SOPClassUID"], "sop_class_uid"),
+        transfer_syntax_uid=checked_uid(transfer_syntax, "transfer_syntax_uid"),
+        modality=str(values["Modality"] or "OT").strip() or "OT",
+    )
+
+
+class StoreOutcome(StrEnum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"
+    CONFLICT = "conflict"  # same UIDs, different bytes: the newcomer went to quarantine
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    outcome: StoreOutcome
+    path: Path
+    size_bytes: int
+
+
+def store(layout: Layout, source: Path, identity: ObjectIdentity) -> StoredObject:
+    """Put the complete Part 10 file ``source`` into the archive; ``source`` is left in place.
+
+    Raises:
+        OSError: the disk refused (full, read-only...): nothing half-written stays behind.
+    """
+    target = layout.archive_file(identity.study_uid, identity.sop_uid, identity.file_prefix)
+    study_dir = target.parent
+    new_study = not study_dir.exists()
+    study_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
+    try:
+        _link_durably(source, target, layout.incoming_dir)
+    except FileExistsError:
+        same = filecmp.cmp(source, target, shallow=False)
+        outcome = StoreOutcome.DUPLICATE if same else StoreOutcome.CONFLICT
+        return StoredObject(outcome, target, target.stat().st_size)
+    fsync_dir(study_dir)
+    if new_study:
+        fsync_dir(study_dir.parent)
+    return StoredObject(StoreOutcome.STORED, target, target.stat().st_size)
+
+
+def _link_durably(source: Path, target: Path, staging: Path) -> None:
+    """Hard-link ``source`` to ``target`` (never overwriting) after syncing its bytes."""
+    try:
+        os.link(source, target)
+    except OSError as err:
+        if err.errno != errno.EXDEV:
+            raise
+        # The spool is on another file system (a SITES data dir elsewhere): copy, then link.
+        fd, tmp = tempfile.mkstemp(prefix="copy-", dir=staging)
+        os.close(fd)
+        try:
+            shutil.copyfile(source, tmp)
+            os.link(tmp, target)
+        finally:
+            os.unlink(tmp)
+    try:
+        os.chmod(target, FILE_MODE)
+        fd = os.open(target, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        os.unlink(target)  # not durable: do not leave a file that was never acknowledged
+        raise

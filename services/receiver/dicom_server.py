@@ -1,0 +1,324 @@
+"""The receiver's DICOM acceptor: one thread per association, datasets streamed to disk.
+
+Protocol pieces live in :mod:`upper_layer`; what to do with an association or an object is
+decided by the callbacks in :class:`AssociationCallbacks` (see :mod:`handlers`).
+"""
+
+import logging
+import socket
+import socketserver
+import struct
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pynetdicom import ALL_TRANSFER_SYNTAXES
+
+from services.receiver.spool import Spool, encode_file_meta
+from services.receiver.upper_layer import (
+    NO_DATASET,
+    UNRECOGNIZED_OPERATION,
+    AssociationRequest,
+    CommandField,
+    NegotiatedContexts,
+    PduType,
+    decode_associate_rq,
+    decode_command,
+    encode_abort,
+    encode_associate_ac,
+    encode_associate_rj,
+    encode_command_pdu,
+    encode_release_rp,
+    encode_response,
+    negotiate,
+)
+
+log = logging.getLogger(__name__)
+
+TRANSFER_SYNTAXES = {str(ts) for ts in ALL_TRANSFER_SYNTAXES}
+MAX_ASSOCIATE_RQ_BYTES = 1 << 20
+MAX_COMMAND_BYTES = 1 << 16
+_CHUNK = 1 << 18
+
+
+class ProtocolError(Exception):
+    """The peer broke the protocol; the association is aborted."""
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Who is on the other end of an association."""
+
+    calling_aet: str
+    called_aet: str
+    address: str
+
+
+@dataclass(frozen=True)
+class StoreRequest:
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+
+
+@dataclass
+class AssociationCallbacks:
+    """What the server asks of its owner. ``admit`` returns None to accept, else (result,
+    source, reason) of the A-ASSOCIATE-RJ; ``store`` returns the C-STORE status."""
+
+    admit: Callable[[Peer], tuple[int, int, int] | None]
+    store: Callable[[Spool, StoreRequest, Peer], int]
+    opened: Callable[[Peer], None]
+    closed: Callable[[Peer], None]
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    spool_dir: Path
+    max_pdu_bytes: int
+    max_associations: int
+    idle_timeout_seconds: float = 60.0
+
+
+class _Connection:
+    """Blocking reads of exact sizes from the association's socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._buf = bytearray(_CHUNK)
+        self._view = memoryview(self._buf)
+
+    def read(self, n: int) -> bytes:
+        data = bytearray()
+        while len(data) < n:
+            got = self.sock.recv_into(self._view, min(n - len(data), _CHUNK))
+            if got == 0:
+                raise ConnectionError("peer closed the connection")
+            data += self._view[:got]
+        return bytes(data)
+
+    def stream(self, n: int, sink: Callable[[memoryview], None]) -> None:
+        while n > 0:
+            got = self.sock.recv_into(self._view, min(n, _CHUNK))
+            if got == 0:
+                raise ConnectionError("peer closed the connection")
+            sink(self._view[:got])
+            n -= got
+
+    def pdu_header(self) -> tuple[int, int]:
+        pdu_type, _, length = struct.unpack(">BBL", self.read(6))
+        return pdu_type, length
+
+
+class Association:
+    """One association, from A-ASSOCIATE-RQ to release or abort."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        address: str,
+        callbacks: AssociationCallbacks,
+        options: ServerOptions,
+    ) -> None:
+        self.conn = _Connection(sock)
+        self.address = address
+        self.callbacks = callbacks
+        self.options = options
+        self.contexts = NegotiatedContexts()
+        self.peer = Peer("", "", address)
+        self._command = bytearray()
+        self._pending: dict[int, int | str] | None = None
+        self._spool: Spool | None = None
+
+    def run(self, slots: threading.BoundedSemaphore) -> None:
+        self.conn.sock.settimeout(self.options.idle_timeout_seconds)
+        try:
+            if self._negotiate(slots):
+                self.callbacks.opened(self.peer)
+                try:
+                    self._serve()
+                finally:
+                    if self._spool is not None:
+                        self._spool.discard()  # aborted mid-object: nothing was acknowledged
+                    self.callbacks.closed(self.peer)
+                    slots.release()
+        except (ConnectionError, TimeoutError, OSError) as err:
+            log.info(
+                "association ended",
+                extra={"reason": type(err).__name__, "calling_aet": self.peer.calling_aet},
+            )
+        except ProtocolError as err:
+            log.warning("aborting association", extra={"reason": str(err)})
+            self._send(encode_abort())
+
+    def _negotiate(self, slots: threading.BoundedSemaphore) -> bool:
+        pdu_type, length = self.conn.pdu_header()
+        if pdu_type != PduType.ASSOCIATE_RQ or length > MAX_ASSOCIATE_RQ_BYTES:
+            raise ProtocolError("expected an A-ASSOCIATE-RQ")
+        body = self.conn.read(length)
+        try:
+            request = decode_associate_rq(struct.pack(">BBL", pdu_type, 0, length) + body)
+        except (ValueError, struct.error, IndexError, KeyError) as err:
+            raise ProtocolError(f"undecodable A-ASSOCIATE-RQ ({type(err).__name__})") from err
+        self.peer = Peer(request.calling_aet, request.called_aet, self.address)
+        rejection = self._rejection(request, slots)
+        if rejection is not None:
+            self._send(encode_associate_rj(*rejection))
+            return False
+        try:
+            self.contexts = negotiate(request.contexts, TRANSFER_SYNTAXES)
+            self._send(encode_associate_ac(request, self.contexts, self.options.max_pdu_bytes))
+        except BaseException:
+            slots.release()
+            raise
+        return True
+
+    def _rejection(
+        self, request: AssociationRequest, slots: threading.BoundedSemaphore
+    ) -> tuple[int, int, int] | None:
+        if not request.protocol_version & 0x0001:
+            return (0x01, 0x02, 0x02)  # protocol version not supported
+        rejection = self.callbacks.admit(self.peer)
+        if rejection is None and not slots.acquire(blocking=False):
+            return (0x02, 0x03, 0x02)  # transient: local limit exceeded
+        return rejection
+
+    def _serve(self) -> None:
+        while True:
+            pdu_type, length = self.conn.pdu_header()
+            if pdu_type == PduType.P_DATA_TF:
+                self._p_data(length)
+            elif pdu_type == PduType.RELEASE_RQ:
+                self.conn.read(length)
+                self._send(encode_release_rp())
+                return
+            elif pdu_type == PduType.ABORT:
+                self.conn.read(length)
+                return
+            else:
+                raise ProtocolError(f"unexpected PDU type {pdu_type:#04x}")
+
+    def _p_data(self, length: int) -> None:
+        while length > 0:
+            item_length, context_id, control = struct.unpack(">LBB", self.conn.read(6))
+            if item_length < 2 or item_length + 4 > length:
+                raise ProtocolError("malformed presentation data value")
+            length -= 4 + item_length
+            payload = item_length - 2
+            if control & 0x01:
+                self._command_fragment(context_id, self.conn.read(payload), bool(control & 0x02))
+            else:
+                self._dataset_fragment(context_id, payload, bool(control & 0x02))
+
+    def _command_fragment(self, context_id: int, data: bytes, last: bool) -> None:
+        if self._pending is not None:
+            raise ProtocolError("command received while a dataset was expected")
+        self._command += data
+        if len(self._command) > MAX_COMMAND_BYTES:
+            raise ProtocolError("command set too large")
+        if not last:
+            return
+        command = decode_command(bytes(self._command))
+        self._command = bytearray()
+        if context_id not in self.contexts.accepted:
+            raise ProtocolError("command on a context that was not accepted")
+        if command.get(0x0800, NO_DATASET) == NO_DATASET:
+            self._dispatch(context_id, command, None)
+            return
+        self._pending = command
+        if command.get(0x0100) == CommandField.C_STORE_RQ:
+            meta = encode_file_meta(
+                str(command.get(0x0002, "")),
+                str(command.get(0x1000, "")),
+                self.contexts.accepted[context_id][1],
+                self.peer.calling_aet,
+            )
+            self._spool = Spool(self.options.spool_dir, meta)
+
+    def _dataset_fragment(self, context_id: int, size: int, last: bool) -> None:
+        if self._pending is None:
+            raise ProtocolError("dataset without a command")
+        if self._spool is not None:
+            self.conn.stream(size, self._spool.write)
+        else:
+            self.conn.stream(size, lambda _chunk: None)
+        if last:
+            command, self._pending = self._pending, None
+            self._dispatch(context_id, command, self._spool)
+
+    def _dispatch(
+        self, context_id: int, command: dict[int, int | str], spool: Spool | None
+    ) -> None:
+        field = int(command.get(0x0100, 0))
+        message_id = int(command.get(0x0110, 0))
+        sop_class = str(command.get(0x0002, ""))
+        if field == CommandField.C_ECHO_RQ:
+            response = encode_response(CommandField.C_ECHO_RSP, message_id, 0, sop_class)
+        elif field == CommandField.C_STORE_RQ and spool is not None:
+            self._spool = None
+            request = StoreRequest(
+                sop_class, str(command.get(0x1000, "")), self.contexts.accepted[context_id][1]
+            )
+            try:
+                status = self.callbacks.store(spool, request, self.peer)
+            finally:
+                spool.discard()
+            response = encode_response(
+                CommandField.C_STORE_RSP, message_id, status, sop_class, request.sop_instance_uid
+            )
+        elif field == CommandField.C_CANCEL_RQ:
+            return
+        else:
+            response = encode_response(
+                field | 0x8000, message_id, UNRECOGNIZED_OPERATION, sop_class
+            )
+        self._send(encode_command_pdu(context_id, response))
+
+    def _send(self, data: bytes) -> None:
+        self.conn.sock.sendall(data)
+
+
+class ReceiverServer(socketserver.ThreadingTCPServer):
+    """Accepts connections and runs each association on its own thread."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 64
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        callbacks: AssociationCallbacks,
+        options: ServerOptions,
+        reuse_port: bool = False,
+    ) -> None:
+        self.callbacks = callbacks
+        self.options = options
+        self.slots = threading.BoundedSemaphore(options.max_associations)
+        # Several receiver processes may share the port (one core each); the kernel spreads
+        # connections between them.
+        self.allow_reuse_port = reuse_port
+        super().__init__(address, _Handler)
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    server: ReceiverServer
+
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        # Small C-STORE responses must not wait for Nagle's algorithm (~40 ms each otherwise).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        Association(sock, self.client_address[0], self.server.callbacks, self.server.options).run(
+            self.server.slots
+        )
+
+
+def start_server(server: ReceiverServer) -> threading.Thread:
+    thread = threading.Thread(target=server.serve_forever, name=f"dicom-{server.port}", daemon=True)
+    thread.start()
+    return thread

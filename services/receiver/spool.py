@@ -1,0 +1,84 @@
+"""Spool files: where a C-STORE's dataset is written while it arrives.
+
+Each dataset is streamed from the socket into a new Part 10 file in ``site/.incoming`` (on the
+archive's file system, so the finished file is hard-linked into the archive without a copy),
+which keeps memory flat whatever the object size. A failed write (full disk) does not raise
+mid-transfer: the spool remembers it, the rest of the dataset is drained from the socket and
+the C-STORE is answered "out of resources".
+"""
+
+import os
+import struct
+import tempfile
+from pathlib import Path
+
+from services.receiver.upper_layer import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+
+PREAMBLE = b"\0" * 128 + b"DICM"
+
+
+def _meta_element(elem: int, vr: bytes, value: bytes) -> bytes:
+    """One explicit-VR little-endian element of group 0002."""
+    if vr == b"OB":
+        return struct.pack("<HH2s2xL", 2, elem, vr, len(value)) + value
+    return struct.pack("<HH2sH", 2, elem, vr, len(value)) + value
+
+
+def _padded(text: str, pad: bytes) -> bytes:
+    raw = text.encode("ascii", "replace")  # hostile bytes are refused later, by UID validation
+    return raw + pad if len(raw) % 2 else raw
+
+
+def encode_file_meta(
+    sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str, source_aet: str = ""
+) -> bytes:
+    """The File Meta Information group (PS3.10 7.1), group length included."""
+    body = b"".join(
+        (
+            _meta_element(0x0001, b"OB", b"\x00\x01"),
+            _meta_element(0x0002, b"UI", _padded(sop_class_uid, b"\0")),
+            _meta_element(0x0003, b"UI", _padded(sop_instance_uid, b"\0")),
+            _meta_element(0x0010, b"UI", _padded(transfer_syntax_uid, b"\0")),
+            _meta_element(0x0012, b"UI", _padded(IMPLEMENTATION_CLASS_UID, b"\0")),
+            _meta_element(0x0013, b"SH", _padded(IMPLEMENTATION_VERSION_NAME, b" ")),
+        )
+    )
+    if source_aet:
+        body += _meta_element(0x0016, b"AE", _padded(source_aet[:16], b" "))
+    return _meta_element(0x0000, b"UL", struct.pack("<L", len(body))) + body
+
+
+class Spool:
+    """One dataset being received into a temporary Part 10 file."""
+
+    def __init__(self, directory: Path, file_meta: bytes) -> None:
+        self.error: OSError | None = None
+        self.path: Path | None = None
+        self._fd: int | None = None
+        try:
+            fd, name = tempfile.mkstemp(prefix="rx-", suffix=".dcm", dir=directory)
+            self._fd, self.path = fd, Path(name)
+        except OSError as err:
+            self.error = err
+            return
+        self.write(PREAMBLE + file_meta)
+
+    def write(self, data: bytes | memoryview) -> None:
+        if self._fd is None or self.error is not None:
+            return
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as err:
+            self.error = err
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def discard(self) -> None:
+        self.close()
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)

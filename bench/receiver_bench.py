@@ -18,6 +18,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,7 +27,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 
@@ -520,6 +521,7 @@ class Result:
     rate: float | None = None
     peak_rss_mb: float | None = None
     error: str | None = None
+    runs: list[float] = field(default_factory=list)  # seconds of each repetition
 
 
 @dataclass(frozen=True)
@@ -592,6 +594,23 @@ def run_case(case: Case, receiver: Receiver, scratch: Path) -> Result:
     return result
 
 
+def combine(runs: list[Result]) -> Result:
+    """Median time and highest RSS over repetitions of one case; one failed run fails it."""
+    first = runs[0]
+    peaks = [r.peak_rss_mb for r in runs if r.peak_rss_mb is not None]
+    combined = Result(
+        first.case, first.receiver, first.objects, peak_rss_mb=max(peaks, default=None)
+    )
+    failed = [r.error for r in runs if r.error is not None]
+    if failed:
+        combined.error = failed[0]
+        return combined
+    combined.runs = [r.seconds for r in runs if r.seconds is not None]
+    combined.seconds = statistics.median(combined.runs)
+    combined.rate = first.objects / combined.seconds
+    return combined
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -601,9 +620,12 @@ def format_result(result: Result, brief: bool = False) -> str:
     if result.error is not None:
         error = result.error.splitlines()[0] if brief else result.error
         return f"  {result.receiver:<9} {result.objects:>7}  FAILED: {error}"
+    spread = (
+        f"   runs {min(result.runs):.2f}-{max(result.runs):.2f} s" if len(result.runs) > 1 else ""
+    )
     return (
         f"  {result.receiver:<9} {result.objects:>7} {result.seconds:>9.2f} "
-        f"{result.rate:>10.1f} {rss}"
+        f"{result.rate:>10.1f} {rss}{spread}"
     )
 
 
@@ -665,6 +687,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="FIONA_RECEIVER__WORKERS for the fiona receiver (default: unset)",
     )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per case and receiver; reports the median"
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument(
         "--corpus-dir",
@@ -675,6 +700,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 0 < args.scale <= 1:
         parser.error("--scale must be in (0, 1]")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     return args
 
 
@@ -719,10 +746,13 @@ def run_all(args: argparse.Namespace, scratch: Path) -> list[Result]:
     results = []
     for case_name in args.cases:
         case = Case(case_name, corpora[case_name[0]], int(case_name[1]))
-        for receiver in build_receivers(args):
-            result = run_case(case, receiver, scratch)
-            print(f"{case.name}{format_result(result, brief=True)}", flush=True)
-            results.append(result)
+        runs: dict[str, list[Result]] = {}
+        for _ in range(args.repeat):  # receivers interleaved, so drift hits all alike
+            for receiver in build_receivers(args):
+                result = run_case(case, receiver, scratch)
+                print(f"{case.name}{format_result(result, brief=True)}", flush=True)
+                runs.setdefault(receiver.name, []).append(result)
+        results.extend(combine(r) for r in runs.values())
     return results
 
 

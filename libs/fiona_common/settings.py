@@ -9,10 +9,16 @@ import json
 import os
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from fiona_common.errors import ConfigError
 
@@ -26,11 +32,21 @@ def _lower_keys(data: Any) -> Any:
     return data
 
 
+def _split(value: Any) -> list[str]:
+    """A list from JSON, from ``"A,B"``, or as it is; blanks dropped."""
+    if isinstance(value, str):
+        value = json.loads(value) if value.lstrip().startswith("[") else value.split(",")
+    return [str(v).strip() for v in value if str(v).strip()]
+
+
 class AccessRules(BaseModel):
     """Who may open an association to a listener. Empty lists mean: everyone (the original)."""
 
-    allowed_calling_aets: list[str] = Field(default_factory=list)
-    allowed_peers: list[IPv4Network | IPv6Network] = Field(default_factory=list)
+    # NoDecode: the environment may say "A,B" as well as '["A", "B"]' (see _split).
+    allowed_calling_aets: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    allowed_peers: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(
+        default_factory=list
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -40,16 +56,12 @@ class AccessRules(BaseModel):
     @field_validator("allowed_peers", mode="before")
     @classmethod
     def _parse_networks(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [v for v in value.split(",") if v.strip()]
-        return [ip_network(str(v).strip(), strict=False) for v in value]
+        return [ip_network(v, strict=False) for v in _split(value)]
 
     @field_validator("allowed_calling_aets", mode="before")
     @classmethod
     def _parse_aets(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = value.split(",")
-        return [str(v).strip() for v in value if str(v).strip()]
+        return _split(value)
 
 
 class SiteConfig(AccessRules):
@@ -131,6 +143,8 @@ class Settings(BaseSettings):
                 settings = settings.model_copy(update=overrides)
         except ValidationError as err:
             raise ConfigError(_describe(err, path)) from None
+        except (SettingsError, json.JSONDecodeError) as err:
+            raise ConfigError(f"environment: {err}") from None
         settings.datadir = settings.datadir.expanduser().resolve()
         return settings
 
@@ -191,5 +205,5 @@ def _env_path(name: str) -> Path | None:
 def _describe(err: ValidationError, path: Path | None) -> str:
     first = err.errors()[0]
     key = ".".join(str(part).upper() for part in first["loc"]) or "(root)"
-    origin = f" in {path}" if path else ""
-    return f"config key {key}{origin}: {first['msg']} (got {first.get('input')!r})"
+    origin = f" (config file {path} or environment FIONA_*)" if path else " (environment FIONA_*)"
+    return f"setting {key}{origin}: {first['msg']} (got {first.get('input')!r})"

@@ -149,7 +149,10 @@ class EventPublisher:
                 ts = event.received_at.timestamp()
                 oldest[event.site] = min(oldest.get(event.site, now), ts)
         for site, mark in self._watermarks.items():
-            mark.write(oldest.get(site, now) - WATERMARK_SLACK_SECONDS)
+            try:
+                mark.write(oldest.get(site, now) - WATERMARK_SLACK_SECONDS)
+            except OSError as err:  # full disk: the old, lower watermark stays valid
+                log.warning("could not save watermark", extra={"error": err.strerror})
 
 
 async def _wait_any(stop: asyncio.Event, wakeup: asyncio.Event, seconds: float) -> None:

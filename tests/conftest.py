@@ -38,3 +38,12 @@ def store_scp(tmp_path: Path) -> Iterator[StoreScp]:
         yield scp
     finally:
         scp.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_fiona_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests see only the FIONA_* settings they set themselves."""
+    import os
+
+    for name in [n for n in os.environ if n.startswith("FIONA_")]:
+        monkeypatch.delenv(name)

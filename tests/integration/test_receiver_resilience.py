@@ -6,6 +6,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import pydicom
 import pytest
 
 from tests.builders import dataset_bytes, write_series
@@ -114,6 +115,4 @@ def test_full_disk_answers_out_of_resources_and_keeps_stored_objects_intact(
 
 
 def _sop(path: Path) -> str:
-    import pydicom
-
     return str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)

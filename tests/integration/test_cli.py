@@ -1,0 +1,99 @@
+"""The ``fiona`` command: up (supervision), status, run, and errors a user can make."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.fiona_process import REPO, http_get
+from tests.integration.conftest import wait_until
+from tests.peers import NatsServer, echo_scu, free_port, port_open
+
+
+def fiona(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fiona_cli", *args],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+    )
+
+
+def base_env(**settings: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FIONA_")}
+    return {**env, "PYTHONPATH": str(REPO), "TCP_NODELAY": "1", **settings}
+
+
+def children_of(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_up_runs_nats_and_the_receiver_restarts_crashes_and_stops_cleanly(
+    tmp_path: Path,
+) -> None:
+    ports = {"nats": free_port(), "dicom": free_port(), "http": free_port()}
+    env = base_env(
+        FIONA_LOCAL_NATS_PORT=str(ports["nats"]),
+        FIONA_DICOMPORT=str(ports["dicom"]),
+        FIONA_RECEIVER__HTTP_PORT=str(ports["http"]),
+    )
+    log = (tmp_path / "up.log").open("wb")
+    up = subprocess.Popen(
+        [sys.executable, "-m", "fiona_cli", "up", "--data", str(tmp_path / "data")],
+        env=env,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+    try:
+        ready = f"http://127.0.0.1:{ports['http']}/readyz"
+        wait_until(lambda: http_get(ready)[0] == 200, timeout=30, what="receiver ready")
+        assert echo_scu("127.0.0.1", ports["dicom"]).returncode == 0
+        assert (tmp_path / "data/state/nats").is_dir()  # NATS keeps its store in the data dir
+
+        status_env = {**env, "FIONA_NATS_URL": f"nats://127.0.0.1:{ports['nats']}"}
+        status = fiona("status", env=status_env)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert "receiver" in status.stdout and "FIONA_INSTANCES" in status.stdout
+
+        receiver_pid = next(
+            p for p in children_of(up.pid) if b"receiver" in Path(f"/proc/{p}/cmdline").read_bytes()
+        )
+        os.kill(receiver_pid, signal.SIGKILL)
+        wait_until(lambda: http_get(ready)[0] != 200, timeout=10, what="receiver gone")
+        wait_until(lambda: http_get(ready)[0] == 200, timeout=30, what="receiver restarted")
+
+        up.send_signal(signal.SIGINT)
+        assert up.wait(timeout=40) == 0
+        assert children_of(up.pid) == []
+        assert not port_open(ports["nats"]) and not port_open(ports["dicom"])
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
+        log.close()
+
+
+def test_status_is_non_zero_when_services_are_down(tmp_path: Path, nats_server: NatsServer) -> None:
+    env = base_env(FIONA_NATS_URL=nats_server.url, FIONA_RECEIVER__HTTP_PORT=str(free_port()))
+    result = fiona("status", env=env)
+    assert result.returncode == 1
+    assert "NOT READY" in result.stdout
+
+
+def test_configuration_mistake_is_one_line_and_exit_code_2(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text('{"DICOMPORT": "four thousand"}')
+    result = fiona("run", "receiver", "--config", str(tmp_path / "config.json"), env=base_env())
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "DICOMPORT" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_every_command_answers_help() -> None:
+    for args in (["--help"], ["up", "--help"], ["run", "--help"], ["status", "--help"]):
+        assert fiona(*args, env=base_env()).returncode == 0
+    assert fiona("run", "nonsense", env=base_env()).returncode == 2

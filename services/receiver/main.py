@@ -8,6 +8,7 @@ from fiona_common.bus import connect_when_available
 from fiona_common.layout import Layout
 from fiona_common.service import ServiceContext, run_service
 from fiona_common.settings import Settings
+from services.receiver import spool
 from services.receiver.access import Switch, watch_enabled
 from services.receiver.dicom_server import ReceiverServer, ServerOptions, start_server
 from services.receiver.handlers import ListenerHandlers
@@ -27,6 +28,7 @@ async def receiver(ctx: ServiceContext) -> None:
     layouts = {ls.name: Layout(ls.datadir) for ls in listeners}
     for layout in layouts.values():
         layout.ensure()
+        spool.remove_leftovers(layout.incoming_dir)
     watermarks = {
         name: Watermark(lay.state_dir / "receiver-watermark.json") for name, lay in layouts.items()
     }
@@ -69,12 +71,17 @@ async def receiver(ctx: ServiceContext) -> None:
     ctx.health.set_check("listening", True)
 
     async def keep_nats() -> None:
-        bus = await connect_when_available(ctx.nats_url, "fiona-receiver", ctx.stop)
-        publisher.bus = bus
-        ctx.health.set_detail("nats_connected", bus is not None)
+        publisher.bus = await connect_when_available(ctx.nats_url, "fiona-receiver", ctx.stop)
+
+    async def report_health() -> None:
+        while not ctx.stop.is_set():
+            ctx.health.set_detail("nats_connected", publisher.connected)
+            ctx.health.set_detail("event_backlog", publisher.backlog)
+            await asyncio.sleep(1.0)
 
     tasks = [
         asyncio.create_task(keep_nats()),
+        asyncio.create_task(report_health()),
         asyncio.create_task(publisher.run(ctx.stop)),
         asyncio.create_task(watch_enabled(switches, ctx.stop, rx.enabled_poll_seconds)),
         asyncio.create_task(reconcile_forever(layouts, publisher, ctx.stop, thread_stop)),

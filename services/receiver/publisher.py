@@ -64,6 +64,10 @@ class EventPublisher:
         self.bus: Bus | None = None
 
     @property
+    def connected(self) -> bool:
+        return self.bus is not None and self.bus.connected
+
+    @property
     def backlog(self) -> int:
         return len(self._queue)
 
@@ -115,14 +119,14 @@ class EventPublisher:
                 last_mark = time.monotonic()
             if not published:
                 self._wakeup.clear()
-                if not self._queue or self.bus is None or not self.bus.connected:
+                if not self._queue or not self.connected:
                     await _wait_any(stop, self._wakeup, seconds=0.5)
         await self._publish_batch()
         self.save_watermarks()
 
     async def _publish_batch(self) -> bool:
         """Publish up to one batch; False when there was nothing to do or NATS is away."""
-        if self.bus is None or not self.bus.connected or not self._queue:
+        if self.bus is None or not self.connected or not self._queue:
             return False
         with self._lock:
             batch = [self._queue[i] for i in range(min(BATCH, len(self._queue)))]

@@ -85,7 +85,7 @@ async def reconcile_forever(
 ) -> None:
     """Run the rescans the publisher owes (start-up, queue overflow) while NATS is reachable."""
     while not stop.is_set():
-        if publisher.bus is not None and publisher.bus.connected:
+        if publisher.connected:
             for site, (since, generation) in publisher.pending_rescans().items():
                 count = await asyncio.to_thread(
                     rescan,

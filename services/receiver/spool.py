@@ -48,6 +48,15 @@ def encode_file_meta(
     return _meta_element(0x0000, b"UL", struct.pack("<L", len(body))) + body
 
 
+def remove_leftovers(directory: Path) -> int:
+    """Delete spool files a previous run left behind: none of them was ever acknowledged."""
+    removed = 0
+    for path in directory.glob("*.dcm"):
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
 class Spool:
     """One dataset being received into a temporary Part 10 file."""
 

@@ -37,7 +37,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 try:
-    import psutil
+    import psutil  # type: ignore[import-untyped, import-not-found, unused-ignore]
 except ImportError:  # optional; /proc is read directly without it
     psutil = None
 
@@ -94,8 +94,8 @@ def base_pixels() -> np.ndarray:
     """A smooth 16-bit pattern with structure, so images are not constant or trivial."""
     y, x = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float64)
     r = np.hypot(x - IMAGE_SIZE / 2, y - IMAGE_SIZE / 2)
-    pattern = 1500 + 1000 * np.sin(r / 9.0) + 4 * x + 2 * y
-    return pattern.astype(np.uint16)
+    pattern: np.ndarray = (1500 + 1000 * np.sin(r / 9.0) + 4 * x + 2 * y).astype(np.uint16)
+    return pattern
 
 
 def template_dataset() -> Dataset:
@@ -417,9 +417,8 @@ def orthanc_sync_default() -> str:
     with tempfile.TemporaryDirectory() as tmp:
         dump = Path(tmp) / "default.json"
         subprocess.run([ORTHANC, f"--config={dump}"], capture_output=True, timeout=30)
-        match = (
-            re.search(r'"SyncStorageArea"\s*:\s*(\w+)', dump.read_text()) if dump.exists() else None
-        )
+        text = dump.read_text() if dump.exists() else ""
+    match = re.search(r'"SyncStorageArea"\s*:\s*(\w+)', text)
     return match.group(1) if match else "unknown"
 
 
@@ -442,22 +441,8 @@ class FionaReceiver(Receiver):
                 "fiona_cli is not runnable (`python -m fiona_cli` needs fiona_cli/__main__.py):"
                 " install the repo with pip install -e /work/main"
             )
-        nats_port, http_port, self.port = free_port(), free_port(), free_port()
-        self.nats_url = f"nats://127.0.0.1:{nats_port}"
-        nats_cmd = [
-            NATS_SERVER,
-            "-js",
-            "-a",
-            "127.0.0.1",
-            "-p",
-            str(nats_port),
-            "-sd",
-            str(workdir / "nats"),
-        ]
-        nats_proc = procs.spawn("nats-server", nats_cmd)
-        wait_until(
-            lambda: tcp_open(nats_port), 30, "nats-server", nats_proc, procs.log_of("nats-server")
-        )
+        self.nats_url = self._start_nats(procs, workdir)
+        http_port, self.port = free_port(), free_port()
         self.datadir = workdir / "data"
         env = {
             **DCMTK_ENV,
@@ -476,6 +461,16 @@ class FionaReceiver(Receiver):
         wait_until(
             lambda: http_status(ready_url) == 200, 60, "fiona receiver", proc, procs.log_of("fiona")
         )
+
+    @staticmethod
+    def _start_nats(procs: Processes, workdir: Path) -> str:
+        """A private JetStream-enabled nats-server; returns its URL."""
+        port = free_port()
+        cmd = [NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(port)]
+        proc = procs.spawn("nats-server", [*cmd, "-sd", str(workdir / "nats")])
+        log = procs.log_of("nats-server")
+        wait_until(lambda: tcp_open(port), 30, "nats-server", proc, log)
+        return f"nats://127.0.0.1:{port}"
 
     def wait_settled(self, expected: int, deadline: float) -> None:
         """The whole path: every stored object's event is in JetStream."""
@@ -544,20 +539,8 @@ def send_corpus(procs: Processes, case: Case, receiver: Receiver, deadline: floa
     """Run one storescu per source directory, all started together; wait for all."""
     senders = []
     for index, source in enumerate(case.sources):
-        cmd = [
-            STORESCU,
-            "+sd",
-            "+r",
-            "-to",
-            "10",
-            "-ta",
-            "10",
-            "-aec",
-            receiver.aet,
-            "127.0.0.1",
-            str(receiver.port),
-            str(source),
-        ]
+        cmd = [STORESCU, "+sd", "+r", "-to", "10", "-ta", "10", "-aec", receiver.aet]
+        cmd += ["127.0.0.1", str(receiver.port), str(source)]
         senders.append((f"storescu{index}", procs.spawn(f"storescu{index}", cmd, DCMTK_ENV)))
     for name, proc in senders:
         try:
@@ -719,7 +702,8 @@ def describe_environment(args: argparse.Namespace) -> dict[str, object]:
     }
     if "orthanc" in args.receivers:
         info["orthanc"] = tool_version([ORTHANC, "--version"])
-        info["orthanc_SyncStorageArea"] = f"default ({orthanc_sync_default()})"
+        sync = orthanc_sync_default()
+        info["orthanc_SyncStorageArea"] = f"{sync} (Orthanc's default, left unset)"
     if "fiona" in args.receivers:
         info["nats_server"] = tool_version([NATS_SERVER, "--version"])
         info["fiona_workers"] = args.fiona_workers if args.fiona_workers is not None else "unset"
@@ -743,7 +727,7 @@ def run_all(args: argparse.Namespace, scratch: Path) -> list[Result]:
         name: prepare_corpus(corpus_root, name, args.scale)
         for name in dict.fromkeys(case[0] for case in args.cases)
     }
-    results = []
+    results: list[Result] = []
     for case_name in args.cases:
         case = Case(case_name, corpora[case_name[0]], int(case_name[1]))
         runs: dict[str, list[Result]] = {}

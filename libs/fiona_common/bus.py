@@ -122,13 +122,15 @@ class Bus:
                 )
             except NATS_DOWN:
                 futures.append(None)
-        results: list[bool] = []
-        for fut in futures:
-            try:
-                results.append(fut is not None and bool(await asyncio.wait_for(fut, ack_seconds)))
-            except NATS_DOWN:
-                results.append(False)
-        return results
+        pending = [f for f in futures if f is not None]
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=ack_seconds)
+            for future in late:
+                future.cancel()  # frees nats-py's slot; the event is published again later
+        return [
+            f is not None and f.done() and not f.cancelled() and f.exception() is None
+            for f in futures
+        ]
 
     async def consume(
         self,

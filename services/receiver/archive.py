@@ -21,6 +21,7 @@ from pydicom.errors import InvalidDicomError
 
 from fiona_common.errors import BadInput
 from fiona_common.layout import FILE_MODE, Layout, checked_uid, fsync_dir
+from services.receiver.header import DatasetHead, scan_identity
 
 # DCMTK's short modality names (dcmSOPClassUIDToModality), used as the archive file prefix
 # ``<MOD>.<SOPInstanceUID>`` exactly as the original storescp wrote it.
@@ -83,26 +84,40 @@ class ObjectIdentity:
         return prefix if prefix.isalnum() and len(prefix) <= 16 else "UNKNOWN"
 
 
-def read_identity(path: Path) -> ObjectIdentity:
-    """Read the identifying UIDs from a Part 10 file's header (never the pixel data).
+def read_identity(path: Path, head: DatasetHead | None = None) -> ObjectIdentity:
+    """Read the identifying UIDs of a Part 10 file (never the pixel data).
+
+    ``head`` (the dataset's first bytes, kept while receiving) is scanned first; pydicom reads
+    the file when the scan cannot answer.
 
     Raises:
         BadInput: the file is not DICOM, or a UID is missing or invalid.
     """
+    scanned = scan_identity(head) if head is not None else None
+    values: dict[str, object]
+    transfer_syntax: str | None
+    if scanned is not None and head is not None:
+        values, transfer_syntax = dict(scanned), head.transfer_syntax_uid
+    else:
+        values, transfer_syntax = _read_with_pydicom(path)
+    return ObjectIdentity(
+        study_uid=checked_uid(values.get("StudyInstanceUID"), "study_uid"),
+        series_uid=checked_uid(values.get("SeriesInstanceUID"), "series_uid"),
+        sop_uid=checked_uid(values.get("SOPInstanceUID"), "sop_uid"),
+        sop_class_uid=checked_uid(values.get("SOPClassUID"), "sop_class_uid"),
+        transfer_syntax_uid=checked_uid(transfer_syntax, "transfer_syntax_uid"),
+        modality=str(values.get("Modality") or "OT").strip() or "OT",
+    )
+
+
+def _read_with_pydicom(path: Path) -> tuple[dict[str, object], str | None]:
     try:
         ds = dcmread(path, stop_before_pixels=True, specific_tags=_IDENTITY_TAGS)
         values = {tag: ds.get(tag) for tag in _IDENTITY_TAGS}
-        transfer_syntax = ds.file_meta.get("TransferSyntaxUID")
+        syntax = ds.file_meta.get("TransferSyntaxUID")
+        return values, str(syntax) if syntax is not None else None
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError) as err:
         raise BadInput("not_dicom", f"not a readable DICOM file ({type(err).__name__})") from err
-    return ObjectIdentity(
-        study_uid=checked_uid(values["StudyInstanceUID"], "study_uid"),
-        series_uid=checked_uid(values["SeriesInstanceUID"], "series_uid"),
-        sop_uid=checked_uid(values["SOPInstanceUID"], "sop_uid"),
-        sop_class_uid=checked_uid(values["SOPClassUID"], "sop_class_uid"),
-        transfer_syntax_uid=checked_uid(transfer_syntax, "transfer_syntax_uid"),
-        modality=str(values["Modality"] or "OT").strip() or "OT",
-    )
 
 
 class StoreOutcome(StrEnum):
@@ -134,14 +149,21 @@ def store(layout: Layout, source: Path, identity: ObjectIdentity) -> StoredObjec
         same = filecmp.cmp(source, target, shallow=False)
         outcome = StoreOutcome.DUPLICATE if same else StoreOutcome.CONFLICT
         return StoredObject(outcome, target, target.stat().st_size)
-    fsync_dir(study_dir)
     if new_study:
         fsync_dir(study_dir.parent)
     return StoredObject(StoreOutcome.STORED, target, target.stat().st_size)
 
 
 def _link_durably(source: Path, target: Path, staging: Path) -> None:
-    """Hard-link ``source`` to ``target`` (never overwriting) after syncing its bytes."""
+    """Hard-link ``source`` to ``target`` (never overwriting), then make both durable.
+
+    One fsync of the file, *after* the link, covers the new name as well: the link changes the
+    inode (its link count) in the same journal transaction as the directory entry, and ext4,
+    XFS and btrfs all commit that transaction (or log the new name) when the inode is synced.
+    A second fsync of the directory would cost another device flush per object, which the
+    benchmark showed to be ~40% of the time of a C-STORE.
+    """
+    os.chmod(source, FILE_MODE)
     try:
         os.link(source, target)
     except OSError as err:
@@ -152,11 +174,11 @@ def _link_durably(source: Path, target: Path, staging: Path) -> None:
         os.close(fd)
         try:
             shutil.copyfile(source, tmp)
+            os.chmod(tmp, FILE_MODE)
             os.link(tmp, target)
         finally:
             os.unlink(tmp)
     try:
-        os.chmod(target, FILE_MODE)
         fd = os.open(target, os.O_RDONLY)
         try:
             os.fsync(fd)

@@ -234,7 +234,7 @@ class Association:
                 self.contexts.accepted[context_id][1],
                 self.peer.calling_aet,
             )
-            self._spool = Spool(self.options.spool_dir, meta)
+            self._spool = Spool(self.options.spool_dir, meta, self.contexts.accepted[context_id][1])
 
     def _dataset_fragment(self, context_id: int, size: int, last: bool) -> None:
         if self._pending is None:

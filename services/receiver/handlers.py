@@ -81,7 +81,7 @@ class ListenerHandlers:
                 via=StoredVia.DICOM,
             )
             result = timed_ingest(
-                spool.path, origin, self.deps, expected_sop_uid=request.sop_instance_uid
+                spool.path, origin, self.deps, request.sop_instance_uid, spool.head
             )
             return int(_STATUS[result])
         except Exception:  # the C-STORE boundary: the sender must get an answer, never a hang

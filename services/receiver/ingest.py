@@ -19,6 +19,7 @@ from fiona_common.quarantine import quarantine
 from fiona_common.settings import Listener
 from services.receiver import metrics
 from services.receiver.archive import ObjectIdentity, StoreOutcome, read_identity, store
+from services.receiver.header import DatasetHead
 from services.receiver.publisher import EventPublisher
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,11 @@ class IngestDeps:
 
 
 def ingest(
-    path: Path, origin: Origin, deps: IngestDeps, expected_sop_uid: str | None = None
+    path: Path,
+    origin: Origin,
+    deps: IngestDeps,
+    expected_sop_uid: str | None = None,
+    head: DatasetHead | None = None,
 ) -> Result:
     """Archive the Part 10 file at ``path`` (left in place) and queue its event.
 
@@ -60,7 +65,7 @@ def ingest(
     """
     received_at = datetime.now(UTC)
     try:
-        identity = read_identity(path)
+        identity = read_identity(path, head)
         if expected_sop_uid is not None and identity.sop_uid != expected_sop_uid.strip("\0 "):
             raise BadInput("sop_uid_mismatch", "dataset SOP Instance UID differs from request")
         stored = store(deps.layout, path, identity)
@@ -126,12 +131,16 @@ def _event(
 
 
 def timed_ingest(
-    path: Path, origin: Origin, deps: IngestDeps, expected_sop_uid: str | None = None
+    path: Path,
+    origin: Origin,
+    deps: IngestDeps,
+    expected_sop_uid: str | None = None,
+    head: DatasetHead | None = None,
 ) -> Result:
     """:func:`ingest` with the receiver's counters; a full disk becomes :attr:`Result.NO_SPACE`."""
     started = time.perf_counter()
     try:
-        result = ingest(path, origin, deps, expected_sop_uid)
+        result = ingest(path, origin, deps, expected_sop_uid, head)
     except OSError as err:
         log.error("archive write failed", extra={"error": err.strerror or str(err)})
         result = Result.NO_SPACE

@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 # file's last write and its event being queued, with a wide margin.
 WATERMARK_SLACK_SECONDS = 120.0
 BATCH = 256
+# Publishing one event at a time costs several times the CPU per event of a batch (nats-py's
+# per-request overhead), and that CPU is taken from the DICOM threads.
+LINGER_SECONDS = 0.005
 
 
 class Watermark:
@@ -77,6 +80,7 @@ class EventPublisher:
     def submit(self, event: InstanceStored) -> None:
         """Queue ``event`` (any thread). Past the bound, it is left to the archive rescan."""
         with self._lock:
+            was_empty = not self._queue
             full = len(self._queue) >= self._max_pending
             if not full:
                 self._queue.append(event)
@@ -84,7 +88,7 @@ class EventPublisher:
             self.require_rescan(event.site, event.received_at.timestamp())
             metrics.EVENTS_DEFERRED.inc()
         metrics.EVENT_BACKLOG.set(len(self._queue))
-        if self._loop is not None:
+        if was_empty and self._loop is not None:  # waking the loop per event costs CPU
             self._loop.call_soon_threadsafe(self._wakeup.set)
 
     def require_rescan(self, site: str, since: float) -> None:
@@ -113,6 +117,8 @@ class EventPublisher:
         """Publish queued events until ``stop``; then try once more to drain what is left."""
         last_mark = 0.0
         while not stop.is_set():
+            if 0 < len(self._queue) < BATCH:
+                await asyncio.sleep(LINGER_SECONDS)  # let a few more events join this batch
             published = await self._publish_batch()
             if time.monotonic() - last_mark > 2.0:
                 self.save_watermarks()

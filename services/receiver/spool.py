@@ -12,6 +12,7 @@ import struct
 import tempfile
 from pathlib import Path
 
+from services.receiver.header import HEAD_BYTES, DatasetHead
 from services.receiver.upper_layer import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 PREAMBLE = b"\0" * 128 + b"DICM"
@@ -60,9 +61,11 @@ def remove_leftovers(directory: Path) -> int:
 class Spool:
     """One dataset being received into a temporary Part 10 file."""
 
-    def __init__(self, directory: Path, file_meta: bytes) -> None:
+    def __init__(self, directory: Path, file_meta: bytes, transfer_syntax_uid: str) -> None:
         self.error: OSError | None = None
         self.path: Path | None = None
+        self.transfer_syntax_uid = transfer_syntax_uid
+        self._head = bytearray()
         self._fd: int | None = None
         try:
             fd, name = tempfile.mkstemp(prefix="rx-", suffix=".dcm", dir=directory)
@@ -70,9 +73,20 @@ class Spool:
         except OSError as err:
             self.error = err
             return
-        self.write(PREAMBLE + file_meta)
+        self._write(PREAMBLE + file_meta)
+
+    @property
+    def head(self) -> DatasetHead:
+        """The first bytes of the dataset, for a header scan without re-reading the file."""
+        return DatasetHead(bytes(self._head), self.transfer_syntax_uid)
 
     def write(self, data: bytes | memoryview) -> None:
+        """Append dataset bytes as they arrive from the network."""
+        if len(self._head) < HEAD_BYTES:
+            self._head += data[: HEAD_BYTES - len(self._head)]
+        self._write(data)
+
+    def _write(self, data: bytes | memoryview) -> None:
         if self._fd is None or self.error is not None:
             return
         try:

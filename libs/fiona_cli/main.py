@@ -25,9 +25,16 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    module = importlib.import_module(SERVICES[args.service.replace("-", "_")])
+    settings = _settings(args)
+    name = args.service.replace("-", "_")
+    if name == "receiver":
+        # Must happen before prometheus-client is imported (with the service module).
+        from services.receiver.workers import prepare_metrics_dir
+
+        prepare_metrics_dir(settings)
+    module = importlib.import_module(SERVICES[name])
     service_main: Callable[[Settings], int] = module.main
-    return service_main(_settings(args))
+    return service_main(settings)
 
 
 def cmd_up(args: argparse.Namespace) -> int:

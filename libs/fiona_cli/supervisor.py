@@ -6,70 +6,16 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 
 from fiona_common.errors import ConfigError, Unavailable
 from fiona_common.layout import Layout
 from fiona_common.logs import configure_logging
+from fiona_common.process import Child, stop_children
 from fiona_common.settings import Settings
 
 log = logging.getLogger("fiona.up")
-
-MAX_BACKOFF_SECONDS = 30.0
-STOP_GRACE_SECONDS = 20.0
-
-
-@dataclass
-class Child:
-    """One supervised process and its restart bookkeeping."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    process: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
-    next_start: float = 0.0
-    started_at: float = field(default=0.0)
-
-    def start(self) -> None:
-        # Own process group: Ctrl-C reaches only the supervisor, which stops children in order.
-        self.process = subprocess.Popen(self.argv, env=self.env, process_group=0)
-        self.started_at = time.monotonic()
-        log.info("started", extra={"child": self.name, "pid": self.process.pid})
-
-    def check(self, now: float) -> None:
-        """Restart the child if it died, with a growing delay if it keeps dying."""
-        if self.process is not None and self.process.poll() is None:
-            if now - self.started_at > 60:
-                self.restarts = 0  # it ran a while: the next crash restarts promptly
-            return
-        if self.process is not None:
-            log.error(
-                "child exited, restarting",
-                extra={"child": self.name, "code": self.process.returncode},
-            )
-            self.process = None
-            self.next_start = now + min(MAX_BACKOFF_SECONDS, 2.0**self.restarts)
-            self.restarts += 1
-        if now >= self.next_start:
-            self.start()
-
-    def terminate(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-
-    def wait(self, deadline: float) -> None:
-        if self.process is None:
-            return
-        try:
-            self.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            log.warning("child did not stop in time, killing", extra={"child": self.name})
-            self.process.kill()
-            self.process.wait()
 
 
 def nats_child(settings: Settings, layout: Layout) -> Child:
@@ -156,11 +102,6 @@ def run_supervisor(settings: Settings, services: list[str]) -> int:
 
 
 def _stop_all(children: list[Child], nats: Child | None) -> None:
-    deadline = time.monotonic() + STOP_GRACE_SECONDS
-    for child in children:
-        child.terminate()
-    for child in children:
-        child.wait(deadline)
+    stop_children(children)
     if nats is not None:  # last, so services can flush their events into it
-        nats.terminate()
-        nats.wait(time.monotonic() + 10)
+        stop_children([nats], grace_seconds=10)

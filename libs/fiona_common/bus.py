@@ -5,6 +5,8 @@ same definitions at start-up, whichever starts first.
 """
 
 import asyncio
+import contextlib
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -107,30 +109,39 @@ class Bus:
         )
 
     async def publish_many(self, events: list[Event], ack_seconds: float = 10.0) -> list[bool]:
-        """Publish a batch without waiting for each ack in turn; True where acknowledged."""
-        futures: list[asyncio.Future[PubAck] | None] = []
-        for event in events:
-            try:
-                futures.append(
-                    await self.js.publish_async(
-                        event.subject,
-                        event.to_json(),
-                        wait_stall=ack_seconds,
-                        stream=event.stream,
-                        headers={"Nats-Msg-Id": event.msg_id()},
-                    )
+        """Publish a batch to JetStream; True for each event the server acknowledged.
+
+        Every event is its own JetStream publish request, but all are written before any
+        acknowledgement is awaited, on one reply subscription: nats-py's ``publish_async``
+        costs a socket write and several futures per event, which the receiver's benchmark
+        showed as about a fifth of its CPU per object.
+        """
+        inbox = self.nc.new_inbox()
+        acked: dict[int, bool] = {}
+        all_in = asyncio.Event()
+
+        async def on_ack(msg: Msg) -> None:
+            acked[int(msg.subject.rsplit(".", 1)[1])] = _is_ack(msg.data)
+            if len(acked) == len(events):
+                all_in.set()
+
+        try:
+            sub = await self.nc.subscribe(f"{inbox}.*", cb=on_ack)
+        except NATS_DOWN:
+            return [False] * len(events)
+        try:
+            for index, event in enumerate(events):
+                headers = {"Nats-Msg-Id": event.msg_id(), "Nats-Expected-Stream": event.stream}
+                await self.nc.publish(
+                    event.subject, event.to_json(), reply=f"{inbox}.{index}", headers=headers
                 )
-            except NATS_DOWN:
-                futures.append(None)
-        pending = [f for f in futures if f is not None]
-        if pending:
-            _, late = await asyncio.wait(pending, timeout=ack_seconds)
-            for future in late:
-                future.cancel()  # frees nats-py's slot; the event is published again later
-        return [
-            f is not None and f.done() and not f.cancelled() and f.exception() is None
-            for f in futures
-        ]
+            await asyncio.wait_for(all_in.wait(), ack_seconds)
+        except NATS_DOWN:
+            pass  # what was not acknowledged is published again later
+        finally:
+            with contextlib.suppress(*NATS_DOWN):
+                await sub.unsubscribe()
+        return [acked.get(index, False) for index in range(len(events))]
 
     async def consume(
         self,
@@ -204,6 +215,15 @@ async def _settle(
         await msg.nak(delay=5.0)
         return
     await msg.ack()
+
+
+def _is_ack(data: bytes) -> bool:
+    """A JetStream publish acknowledgement (``{"stream": ..., "seq": ...}``), not an error."""
+    try:
+        reply = json.loads(data)
+    except ValueError:
+        return False  # e.g. an empty "no responders" status message
+    return isinstance(reply, dict) and "seq" in reply and "error" not in reply
 
 
 def _matches(patterns: list[str], subject: str) -> bool:

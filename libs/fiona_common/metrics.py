@@ -5,16 +5,22 @@ reads; it never contains identifiers or secrets.
 """
 
 import json
+import os
 import threading
 import time
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Gauge, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Gauge, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-SERVICE_UP = Gauge("fiona_service_ready", "1 when the service is ready to work", ["service"])
+SERVICE_UP = Gauge(
+    "fiona_service_ready",
+    "1 when the service is ready to work",
+    ["service"],
+    multiprocess_mode="livemax",
+)
 
 
 class Health:
@@ -91,12 +97,23 @@ def _handler_for(health: Health, registry: CollectorRegistry) -> type[BaseHTTPRe
     return Handler
 
 
+def default_registry() -> CollectorRegistry:
+    """The process's registry or, when several processes share their metrics through files
+    (``PROMETHEUS_MULTIPROC_DIR``, see services/receiver/workers.py), their sum."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry
+
+
 class HttpServer:
     """Serves the three endpoints from a daemon thread."""
 
     def __init__(
-        self, host: str, port: int, health: Health, registry: CollectorRegistry = REGISTRY
+        self, host: str, port: int, health: Health, registry: CollectorRegistry | None = None
     ) -> None:
+        registry = registry or default_registry()
         self._server = ThreadingHTTPServer((host, port), _handler_for(health, registry))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="http")

@@ -81,6 +81,8 @@ class ReceiverSettings(AccessRules):
     bind_address: str = "0.0.0.0"
     # Processes sharing the DICOM port through SO_REUSEPORT (one core each).
     workers: int = Field(default=1, ge=1, le=64)
+    # Set by worker 0 for the workers it starts; 0 is the one that imports the inbox.
+    worker_index: int = Field(default=0, ge=0)
     max_pdu_bytes: int = Field(default=262_144, ge=0)
     max_associations: int = Field(default=32, ge=1)
     enabled_poll_seconds: float = Field(default=1.0, gt=0)

@@ -8,6 +8,7 @@ from ipaddress import ip_address
 from pathlib import Path
 
 from fiona_common.settings import AccessRules
+from services.receiver import metrics
 
 log = logging.getLogger(__name__)
 
@@ -16,6 +17,7 @@ log = logging.getLogger(__name__)
 class Switch:
     """The current state of one listener's ``config/enabled`` (read by the DICOM threads)."""
 
+    listener: str = ""
     enabled: bool = True
 
 
@@ -63,6 +65,7 @@ async def watch_enabled(
             if enabled != switch.enabled:
                 log.info("receiving switched", extra={"enabled": enabled, "file": str(path)})
             switch.enabled = enabled
+            metrics.RECEIVING_ENABLED.labels(switch.listener).set(1 if enabled else 0)
         try:
             await asyncio.wait_for(stop.wait(), poll_seconds)
         except TimeoutError:

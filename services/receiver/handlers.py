@@ -38,6 +38,9 @@ class ListenerHandlers:
     deps: IngestDeps
     switch: Switch = field(default_factory=Switch)
 
+    def __post_init__(self) -> None:
+        self.switch.listener = self.deps.listener.name
+
     def callbacks(self) -> AssociationCallbacks:
         return AssociationCallbacks(
             admit=self.on_association_requested,

@@ -7,8 +7,8 @@ from pathlib import Path
 from fiona_common.bus import connect_when_available
 from fiona_common.layout import Layout
 from fiona_common.service import ServiceContext, run_service
-from fiona_common.settings import Settings
-from services.receiver import spool
+from fiona_common.settings import ReceiverSettings, Settings
+from services.receiver import spool, workers
 from services.receiver.access import Switch, watch_enabled
 from services.receiver.dicom_server import ReceiverServer, ServerOptions, start_server
 from services.receiver.handlers import ListenerHandlers
@@ -22,52 +22,47 @@ def main(settings: Settings) -> int:
     return run_service("receiver", settings, settings.receiver.http_port, receiver)
 
 
+def open_listener(deps: IngestDeps, rx: ReceiverSettings) -> tuple[ReceiverServer, Switch]:
+    handlers = ListenerHandlers(deps)
+    options = ServerOptions(deps.layout.incoming_dir, rx.max_pdu_bytes, rx.max_associations)
+    server = ReceiverServer(
+        (rx.bind_address, deps.listener.port),
+        handlers.callbacks(),
+        options,
+        reuse_port=rx.workers > 1,
+    )
+    start_server(server)
+    return server, handlers.switch
+
+
 async def receiver(ctx: ServiceContext) -> None:
     rx = ctx.settings.receiver
-    listeners = ctx.settings.listeners()
-    layouts = {ls.name: Layout(ls.datadir) for ls in listeners}
-    for layout in layouts.values():
-        layout.ensure()
-        spool.remove_leftovers(layout.incoming_dir)
-    watermarks = {
-        name: Watermark(lay.state_dir / "receiver-watermark.json") for name, lay in layouts.items()
-    }
-    publisher = EventPublisher(watermarks, rx.max_pending_events)
+    primary = rx.worker_index == 0
+    layouts = {ls.name: Layout(ls.datadir) for ls in ctx.settings.listeners()}
+    publisher = EventPublisher(
+        {
+            name: Watermark(workers.watermark_path(lay, rx.worker_index))
+            for name, lay in layouts.items()
+        },
+        rx.max_pending_events,
+    )
     publisher.bind_loop(asyncio.get_running_loop())
-    for name, mark in watermarks.items():
-        publisher.require_rescan(name, mark.read())  # whatever the last run left unpublished
-
     thread_stop = threading.Event()
-    switches: dict[Path, Switch] = {}
-    servers, importers, observers = [], [], []
-    for listener in listeners:
+    tasks, servers, switches, observers = [], [], dict[Path, Switch](), []
+    for listener in ctx.settings.listeners():
         deps = IngestDeps(listener, layouts[listener.name], publisher)
-        handlers = ListenerHandlers(deps)
-        switches[deps.layout.enabled_file] = handlers.switch
-        options = ServerOptions(
-            spool_dir=deps.layout.incoming_dir,
-            max_pdu_bytes=rx.max_pdu_bytes,
-            max_associations=rx.max_associations,
-        )
-        server = ReceiverServer(
-            (rx.bind_address, listener.port),
-            handlers.callbacks(),
-            options,
-            reuse_port=rx.workers > 1,
-        )
-        start_server(server)
-        servers.append(server)
-        importer = InboxImporter(deps, rx.inbox_settle_seconds)
-        observers.append(importer.start_watching())
-        importers.append(
-            threading.Thread(
-                target=run_importer,
-                args=(importer, thread_stop),
-                name=f"inbox-{listener.name}",
-                daemon=True,
+        if primary:
+            deps.layout.ensure()
+            spool.remove_leftovers(deps.layout.incoming_dir)
+            marks = [Watermark(p).read() for p in workers.watermark_paths(deps.layout)]
+            publisher.require_rescan(listener.name, min(marks, default=0.0))
+            importer = InboxImporter(deps, rx.inbox_settle_seconds)
+            observers.append(importer.start_watching())
+            tasks.append(
+                asyncio.create_task(asyncio.to_thread(run_importer, importer, thread_stop))
             )
-        )
-        importers[-1].start()
+        server, switches[deps.layout.enabled_file] = open_listener(deps, rx)
+        servers.append(server)
     ctx.health.set_check("listening", True)
 
     async def keep_nats() -> None:
@@ -79,12 +74,17 @@ async def receiver(ctx: ServiceContext) -> None:
             ctx.health.set_detail("event_backlog", publisher.backlog)
             await asyncio.sleep(1.0)
 
-    tasks = [
+    tasks += [
         asyncio.create_task(keep_nats()),
         asyncio.create_task(report_health()),
         asyncio.create_task(publisher.run(ctx.stop)),
         asyncio.create_task(watch_enabled(switches, ctx.stop, rx.enabled_poll_seconds)),
         asyncio.create_task(reconcile_forever(layouts, publisher, ctx.stop, thread_stop)),
+        asyncio.create_task(
+            workers.supervise_workers(workers.worker_children(ctx.settings), ctx.stop)
+            if primary
+            else workers.stop_with_parent(ctx.stop)
+        ),
     ]
     await ctx.stop.wait()
     thread_stop.set()

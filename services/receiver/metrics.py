@@ -31,6 +31,7 @@ ASSOCIATIONS_ACTIVE = Gauge(
     "fiona_receiver_associations_active",
     "Associations open right now",
     ["listener"],
+    multiprocess_mode="livesum",
 )
 STORE_SECONDS = Histogram(
     "fiona_receiver_store_seconds",
@@ -40,6 +41,7 @@ STORE_SECONDS = Histogram(
 EVENT_BACKLOG = Gauge(
     "fiona_receiver_event_backlog",
     "Instance-stored events waiting to be published to NATS",
+    multiprocess_mode="livesum",
 )
 EVENTS_PUBLISHED = Counter(
     "fiona_receiver_events_published_total",
@@ -59,4 +61,5 @@ RECEIVING_ENABLED = Gauge(
     "fiona_receiver_enabled",
     "1 when config/enabled lets new associations in",
     ["listener"],
+    multiprocess_mode="livemax",
 )

@@ -30,7 +30,7 @@ WATERMARK_SLACK_SECONDS = 120.0
 BATCH = 256
 # Publishing one event at a time costs several times the CPU per event of a batch (nats-py's
 # per-request overhead), and that CPU is taken from the DICOM threads.
-LINGER_SECONDS = 0.005
+LINGER_SECONDS = 0.02
 
 
 class Watermark:

@@ -85,6 +85,8 @@ class ReceiverSettings(AccessRules):
     worker_index: int = Field(default=0, ge=0)
     max_pdu_bytes: int = Field(default=262_144, ge=0)
     max_associations: int = Field(default=32, ge=1)
+    # An association silent this long (mid-object too) is aborted, freeing its slot.
+    idle_timeout_seconds: float = Field(default=60.0, gt=0)
     enabled_poll_seconds: float = Field(default=1.0, gt=0)
     # An inbox file is imported once its size and mtime stayed unchanged this long.
     inbox_settle_seconds: float = Field(default=2.0, ge=0)

@@ -69,7 +69,6 @@ class ListenerHandlers:
 
     def on_c_store(self, spool: Spool, request: StoreRequest, peer: Peer) -> int:
         try:
-            spool.close()
             if spool.error is not None or spool.path is None:
                 log.error(
                     "could not spool received object",
@@ -84,7 +83,7 @@ class ListenerHandlers:
                 via=StoredVia.DICOM,
             )
             result = timed_ingest(
-                spool.path, origin, self.deps, request.sop_instance_uid, spool.head
+                spool.path, origin, self.deps, request.sop_instance_uid, spool.head, spool.fd
             )
             return int(_STATUS[result])
         except Exception:  # the C-STORE boundary: the sender must get an answer, never a hang

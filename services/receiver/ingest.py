@@ -57,6 +57,7 @@ def ingest(
     deps: IngestDeps,
     expected_sop_uid: str | None = None,
     head: DatasetHead | None = None,
+    fd: int | None = None,
 ) -> Result:
     """Archive the Part 10 file at ``path`` (left in place) and queue its event.
 
@@ -68,7 +69,7 @@ def ingest(
         identity = read_identity(path, head)
         if expected_sop_uid is not None and identity.sop_uid != expected_sop_uid.strip("\0 "):
             raise BadInput("sop_uid_mismatch", "dataset SOP Instance UID differs from request")
-        stored = store(deps.layout, path, identity)
+        stored = store(deps.layout, path, identity, fd)
     except BadInput as err:
         folder = quarantine(
             deps.layout,
@@ -136,11 +137,12 @@ def timed_ingest(
     deps: IngestDeps,
     expected_sop_uid: str | None = None,
     head: DatasetHead | None = None,
+    fd: int | None = None,
 ) -> Result:
     """:func:`ingest` with the receiver's counters; a full disk becomes :attr:`Result.NO_SPACE`."""
     started = time.perf_counter()
     try:
-        result = ingest(path, origin, deps, expected_sop_uid, head)
+        result = ingest(path, origin, deps, expected_sop_uid, head, fd)
     except OSError as err:
         log.error("archive write failed", extra={"error": err.strerror or str(err)})
         result = Result.NO_SPACE

@@ -24,7 +24,9 @@ def main(settings: Settings) -> int:
 
 def open_listener(deps: IngestDeps, rx: ReceiverSettings) -> tuple[ReceiverServer, Switch]:
     handlers = ListenerHandlers(deps)
-    options = ServerOptions(deps.layout.incoming_dir, rx.max_pdu_bytes, rx.max_associations)
+    options = ServerOptions(
+        deps.layout.incoming_dir, rx.max_pdu_bytes, rx.max_associations, rx.idle_timeout_seconds
+    )
     server = ReceiverServer(
         (rx.bind_address, deps.listener.port),
         handlers.callbacks(),
@@ -96,4 +98,4 @@ async def receiver(ctx: ServiceContext) -> None:
         observer.stop()
     await asyncio.gather(*tasks)
     if publisher.bus is not None:
-        await publisher.bus.nc.drain()
+        await publisher.bus.close()

@@ -9,9 +9,10 @@ the C-STORE is answered "out of resources".
 
 import os
 import struct
-import tempfile
+import uuid
 from pathlib import Path
 
+from fiona_common.layout import FILE_MODE
 from services.receiver.header import HEAD_BYTES, DatasetHead
 from services.receiver.upper_layer import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
@@ -67,9 +68,11 @@ class Spool:
         self.transfer_syntax_uid = transfer_syntax_uid
         self._head = bytearray()
         self._fd: int | None = None
+        path = directory / f"rx-{uuid.uuid4().hex}.dcm"
         try:
-            fd, name = tempfile.mkstemp(prefix="rx-", suffix=".dcm", dir=directory)
-            self._fd, self.path = fd, Path(name)
+            # Created with the archive's file mode: no chmod needed once it is linked there.
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+            self.path = path
         except OSError as err:
             self.error = err
             return
@@ -95,6 +98,11 @@ class Spool:
                 view = view[os.write(self._fd, view) :]
         except OSError as err:
             self.error = err
+
+    @property
+    def fd(self) -> int | None:
+        """The open descriptor of the spool file (None once closed or if it never opened)."""
+        return self._fd
 
     def close(self) -> None:
         if self._fd is not None:

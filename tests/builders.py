@@ -10,6 +10,7 @@ import os
 import struct
 import warnings
 import zlib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ from pydicom.uid import (
     MRImageStorage,
     generate_uid,
 )
+
+from fiona_common.messages import InstanceStored, StoredVia
 
 UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 
@@ -310,3 +313,23 @@ def canonical_testdata_files(dst_dir: str | os.PathLike[str]) -> dict[str, Path]
         syntax: canonical_copy(path, dst_dir)
         for syntax, path in _shipped_by_transfer_syntax(False).items()
     }
+
+
+def instance_stored(sop_uid: str, received_at: datetime | None = None) -> InstanceStored:
+    """A valid "instance stored" event for ``sop_uid`` in study 1.2.3 (for bus-level tests)."""
+    return InstanceStored(
+        site="default",
+        study_uid="1.2.3",
+        series_uid="1.2.3.4",
+        sop_uid=sop_uid,
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.4",
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        modality="MR",
+        archive_path=f"site/archive/scp_1.2.3/MR.{sop_uid}",
+        size_bytes=10,
+        calling_aet="A",
+        called_aet="FIONA",
+        peer_address="127.0.0.1",
+        via=StoredVia.DICOM,
+        received_at=received_at or datetime.now(UTC),
+    )

@@ -12,7 +12,7 @@ from fiona_common.messages import StoredVia
 from services.receiver import metrics
 from services.receiver.access import Admission, Switch, admit
 from services.receiver.dicom_server import AssociationCallbacks, Peer, StoreRequest
-from services.receiver.ingest import IngestDeps, Origin, Result, timed_ingest
+from services.receiver.ingest import Incoming, IngestDeps, Origin, Result, timed_ingest
 from services.receiver.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -82,9 +82,8 @@ class ListenerHandlers:
                 peer_address=peer.address,
                 via=StoredVia.DICOM,
             )
-            result = timed_ingest(
-                spool.path, origin, self.deps, request.sop_instance_uid, spool.head, spool.fd
-            )
+            received = Incoming(spool.path, origin, request.sop_instance_uid, spool.head, spool.fd)
+            result = timed_ingest(received, self.deps)
             return int(_STATUS[result])
         except Exception:  # the C-STORE boundary: the sender must get an answer, never a hang
             log.exception("C-STORE handler failed")

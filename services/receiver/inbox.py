@@ -23,7 +23,7 @@ from watchdog.observers.api import BaseObserver
 from fiona_common.messages import StoredVia
 from fiona_common.quarantine import quarantine
 from services.receiver import metrics
-from services.receiver.ingest import IngestDeps, Origin, Result, timed_ingest
+from services.receiver.ingest import Incoming, IngestDeps, Origin, Result, timed_ingest
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class InboxImporter:
                 metrics.QUARANTINED.labels("not_dicom").inc()
                 metrics.INBOX_IMPORTS.labels("quarantined").inc()
                 return True
-            result = timed_ingest(tmp, _ORIGIN, self.deps)
+            result = timed_ingest(Incoming(tmp, _ORIGIN), self.deps)
         except OSError as err:
             log.error("inbox import failed, will retry", extra={"error": err.strerror})
             metrics.INBOX_IMPORTS.labels("retry").inc()

@@ -51,44 +51,53 @@ class IngestDeps:
     publisher: EventPublisher
 
 
-def ingest(
-    path: Path,
-    origin: Origin,
-    deps: IngestDeps,
-    expected_sop_uid: str | None = None,
-    head: DatasetHead | None = None,
-    fd: int | None = None,
-) -> Result:
-    """Archive the Part 10 file at ``path`` (left in place) and queue its event.
+@dataclass(frozen=True)
+class Incoming:
+    """One complete object waiting to be archived, and what is known about it already."""
+
+    path: Path
+    origin: Origin
+    expected_sop_uid: str | None = None  # the C-STORE request's Affected SOP Instance UID
+    head: DatasetHead | None = None  # the dataset's first bytes, kept while receiving
+    fd: int | None = None  # an open descriptor of ``path``
+
+
+def ingest(obj: Incoming, deps: IngestDeps) -> Result:
+    """Archive ``obj`` (its file is left in place) and queue its event.
 
     Raises:
         OSError: the archive could not be written (full disk...); nothing was archived.
     """
     received_at = datetime.now(UTC)
     try:
-        identity = read_identity(path, head)
-        if expected_sop_uid is not None and identity.sop_uid != expected_sop_uid.strip("\0 "):
+        identity = read_identity(obj.path, obj.head)
+        expected = obj.expected_sop_uid
+        if expected is not None and identity.sop_uid != expected.strip("\0 "):
             raise BadInput("sop_uid_mismatch", "dataset SOP Instance UID differs from request")
-        stored = store(deps.layout, path, identity, fd)
+        stored = store(deps.layout, obj.path, identity, obj.fd)
     except BadInput as err:
         folder = quarantine(
             deps.layout,
             code=err.code,
             message=str(err),
-            source=path,
-            context={"calling_aet": origin.calling_aet, "via": origin.via},
+            source=obj.path,
+            context={"calling_aet": obj.origin.calling_aet, "via": obj.origin.via},
         )
         metrics.QUARANTINED.labels(err.code).inc()
         log.warning(
             "object quarantined",
-            extra={"reason": err.code, "folder": folder.name, "calling_aet": origin.calling_aet},
+            extra={
+                "reason": err.code,
+                "folder": folder.name,
+                "calling_aet": obj.origin.calling_aet,
+            },
         )
         return Result.QUARANTINED
     if stored.outcome is StoreOutcome.CONFLICT:
         quarantine(
             deps.layout,
             code="conflicting_duplicate",
-            source=path,
+            source=obj.path,
             message="an object with these UIDs but different content is archived",
         )
         metrics.QUARANTINED.labels("conflicting_duplicate").inc()
@@ -99,30 +108,34 @@ def ingest(
     if stored.outcome is StoreOutcome.DUPLICATE:
         metrics.DUPLICATES.labels(deps.listener.name).inc()
         return Result.DUPLICATE
+    archive_path = deps.layout.relative(stored.path)
     deps.publisher.submit(
-        _event(identity, stored.path, stored.size_bytes, origin, deps, received_at)
+        stored_event(
+            identity, deps.listener.name, archive_path, stored.size_bytes, obj.origin, received_at
+        )
     )
     return Result.STORED
 
 
-def _event(
+def stored_event(
     identity: ObjectIdentity,
-    path: Path,
-    size: int,
+    site: str,
+    archive_path: str,
+    size_bytes: int,
     origin: Origin,
-    deps: IngestDeps,
     received_at: datetime,
 ) -> InstanceStored:
+    """The "instance stored" event of an archived object."""
     return InstanceStored(
-        site=deps.listener.name,
+        site=site,
         study_uid=identity.study_uid,
         series_uid=identity.series_uid,
         sop_uid=identity.sop_uid,
         sop_class_uid=identity.sop_class_uid,
         transfer_syntax_uid=identity.transfer_syntax_uid,
         modality=identity.modality,
-        archive_path=deps.layout.relative(path),
-        size_bytes=size,
+        archive_path=archive_path,
+        size_bytes=size_bytes,
         calling_aet=origin.calling_aet,
         called_aet=origin.called_aet,
         peer_address=origin.peer_address,
@@ -131,24 +144,17 @@ def _event(
     )
 
 
-def timed_ingest(
-    path: Path,
-    origin: Origin,
-    deps: IngestDeps,
-    expected_sop_uid: str | None = None,
-    head: DatasetHead | None = None,
-    fd: int | None = None,
-) -> Result:
+def timed_ingest(obj: Incoming, deps: IngestDeps) -> Result:
     """:func:`ingest` with the receiver's counters; a full disk becomes :attr:`Result.NO_SPACE`."""
     started = time.perf_counter()
     try:
-        result = ingest(path, origin, deps, expected_sop_uid, head, fd)
+        result = ingest(obj, deps)
     except OSError as err:
         log.error("archive write failed", extra={"error": err.strerror or str(err)})
         result = Result.NO_SPACE
-    called = origin.called_aet if origin.called_aet == deps.listener.aetitle else "other"
+    called = obj.origin.called_aet if obj.origin.called_aet == deps.listener.aetitle else "other"
     metrics.OBJECTS.labels(deps.listener.name, called, result).inc()
     if result is Result.STORED:
-        metrics.BYTES.labels(deps.listener.name, called, result).inc(path.stat().st_size)
+        metrics.BYTES.labels(deps.listener.name, called, result).inc(obj.path.stat().st_size)
     metrics.STORE_SECONDS.observe(time.perf_counter() - started)
     return result

@@ -17,9 +17,13 @@ from fiona_common.errors import BadInput
 from fiona_common.layout import Layout
 from fiona_common.messages import InstanceStored, StoredVia
 from services.receiver.archive import read_identity
+from services.receiver.ingest import Origin, stored_event
 from services.receiver.publisher import EventPublisher
 
 log = logging.getLogger(__name__)
+
+# Who sent a rescanned object is not recorded in the file; the event says "reconcile".
+_ORIGIN = Origin(calling_aet="", called_aet="", peer_address="", via=StoredVia.RECONCILE)
 
 
 def archived_since(layout: Layout, since: float) -> Iterator[Path]:
@@ -55,24 +59,10 @@ def rescan(
             log.error("unreadable object in archive", extra={"reason": err.code})
             continue
         wait_for_room()
-        submit(
-            InstanceStored(
-                site=site,
-                study_uid=identity.study_uid,
-                series_uid=identity.series_uid,
-                sop_uid=identity.sop_uid,
-                sop_class_uid=identity.sop_class_uid,
-                transfer_syntax_uid=identity.transfer_syntax_uid,
-                modality=identity.modality,
-                archive_path=layout.relative(path),
-                size_bytes=path.stat().st_size,
-                calling_aet="",
-                called_aet="",
-                peer_address="",
-                via=StoredVia.RECONCILE,
-                received_at=datetime.fromtimestamp(path.stat().st_mtime, UTC),
-            )
-        )
+        stat = path.stat()
+        received_at = datetime.fromtimestamp(stat.st_mtime, UTC)
+        relative = layout.relative(path)
+        submit(stored_event(identity, site, relative, stat.st_size, _ORIGIN, received_at))
         count += 1
     return count
 

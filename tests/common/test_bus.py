@@ -3,33 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 
 from nats.aio.msg import Msg
 
 from fiona_common.bus import STREAMS, ConsumerSpec, connect
 from fiona_common.errors import BadInput
-from fiona_common.messages import InstanceStored, StoredVia
+from fiona_common.messages import InstanceStored
+from tests.builders import instance_stored
 from tests.peers import NatsServer
-
-
-def stored(sop: str) -> InstanceStored:
-    return InstanceStored(
-        site="default",
-        study_uid="1.2.3",
-        series_uid="1.2.3.4",
-        sop_uid=sop,
-        sop_class_uid="1.2.840.10008.5.1.4.1.1.4",
-        transfer_syntax_uid="1.2.840.10008.1.2.1",
-        modality="MR",
-        archive_path=f"site/archive/scp_1.2.3/MR.{sop}",
-        size_bytes=10,
-        calling_aet="A",
-        called_aet="FIONA",
-        peer_address="127.0.0.1",
-        via=StoredVia.DICOM,
-        received_at=datetime.now(UTC),
-    )
 
 
 async def test_streams_are_created_idempotently(nats_server: NatsServer) -> None:
@@ -44,10 +25,13 @@ async def test_streams_are_created_idempotently(nats_server: NatsServer) -> None
 async def test_same_event_published_twice_is_stored_once(nats_server: NatsServer) -> None:
     bus = await connect(nats_server.url, "test")
     await bus.ensure_streams()
-    first = await bus.publish(stored("1.2.3.4.5"))
-    again = await bus.publish(stored("1.2.3.4.5"))
+    first = await bus.publish(instance_stored("1.2.3.4.5"))
+    again = await bus.publish(instance_stored("1.2.3.4.5"))
     assert not first.duplicate and again.duplicate
-    assert await bus.publish_many([stored("1.2.3.4.6"), stored("1.2.3.4.5")]) == [True, True]
+    assert await bus.publish_many([instance_stored("1.2.3.4.6"), instance_stored("1.2.3.4.5")]) == [
+        True,
+        True,
+    ]
     assert (await bus.js.stream_info("FIONA_INSTANCES")).state.messages == 2
     await bus.nc.close()
 
@@ -57,9 +41,9 @@ async def test_consumer_acks_good_messages_and_terminates_bad_ones(
 ) -> None:
     bus = await connect(nats_server.url, "test")
     await bus.ensure_streams()
-    await bus.publish(stored("1.2.3.4.7"))
+    await bus.publish(instance_stored("1.2.3.4.7"))
     await bus.js.publish("fiona.instance.stored", b'{"schema": 1, "garbage": true}')
-    await bus.publish(stored("1.2.3.4.8"))
+    await bus.publish(instance_stored("1.2.3.4.8"))
     seen: list[str] = []
     refused: list[str] = []
     stop = asyncio.Event()

@@ -20,9 +20,7 @@ def workers_of(rx: Receiver) -> list[int]:
     return [int(pid) for pid in out.stdout.split()]
 
 
-def test_workers_share_the_port_and_metrics_add_up(
-    tmp_path: Path, nats_server: NatsServer
-) -> None:
+def test_workers_share_the_port_and_metrics_add_up(tmp_path: Path, nats_server: NatsServer) -> None:
     extra = {"FIONA_RECEIVER__WORKERS": "2"}
     with Receiver(tmp_path / "rx", tmp_path / "data", nats_server.url, extra) as rx:
         wait_until(lambda: len(workers_of(rx)) == 1, what="second worker")
@@ -34,12 +32,15 @@ def test_workers_share_the_port_and_metrics_add_up(
             list(pool.map(lambda d: store_scu("127.0.0.1", rx.port, [d]), folders))
 
         assert len(rx.archived()) == 120
-        wait_until(lambda: len({e["sop_uid"] for e in read_events(nats_server.url)}) == 120,
-                   what="events from both workers")
+        wait_until(
+            lambda: len({e["sop_uid"] for e in read_events(nats_server.url)}) == 120,
+            what="events from both workers",
+        )
         assert rx.metric("fiona_receiver_objects_total", outcome="stored") == 120
 
         [worker] = workers_of(rx)
         os.kill(worker, signal.SIGKILL)
-        wait_until(lambda: workers_of(rx) not in ([], [worker]), timeout=20,
-                   what="worker restarted")
+        wait_until(
+            lambda: workers_of(rx) not in ([], [worker]), timeout=20, what="worker restarted"
+        )
     assert not Path(f"/proc/{worker}").exists()

@@ -7,8 +7,9 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from fiona_common.messages import Event, InstanceStored, StoredVia
+from fiona_common.messages import Event, InstanceStored
 from services.receiver.publisher import WATERMARK_SLACK_SECONDS, EventPublisher, Watermark
+from tests.builders import instance_stored
 
 
 class FakeBus:
@@ -26,22 +27,7 @@ class FakeBus:
 
 
 def event(n: int, at: datetime) -> InstanceStored:
-    return InstanceStored(
-        site="default",
-        study_uid="1.2",
-        series_uid="1.2.3",
-        sop_uid=f"1.2.3.{n}",
-        sop_class_uid="1.2.840.10008.5.1.4.1.1.4",
-        transfer_syntax_uid="1.2.840.10008.1.2.1",
-        modality="MR",
-        archive_path=f"site/archive/scp_1.2/MR.1.2.3.{n}",
-        size_bytes=1,
-        calling_aet="A",
-        called_aet="B",
-        peer_address="127.0.0.1",
-        via=StoredVia.DICOM,
-        received_at=at,
-    )
+    return instance_stored(f"1.2.3.{n}", received_at=at)
 
 
 def publisher(tmp_path: Path, max_pending: int = 100) -> tuple[EventPublisher, Watermark]:

@@ -50,7 +50,7 @@ async def receiver(ctx: ServiceContext) -> None:
     )
     publisher.bind_loop(asyncio.get_running_loop())
     thread_stop = threading.Event()
-    tasks, servers, switches, observers = [], [], dict[Path, Switch](), []
+    servers, switches, observers, importers = [], dict[Path, Switch](), [], []
     for listener in ctx.settings.listeners():
         deps = IngestDeps(listener, layouts[listener.name], publisher)
         if primary:
@@ -60,9 +60,15 @@ async def receiver(ctx: ServiceContext) -> None:
             publisher.require_rescan(listener.name, min(marks, default=0.0))
             importer = InboxImporter(deps, rx.inbox_settle_seconds)
             observers.append(importer.start_watching())
-            tasks.append(
-                asyncio.create_task(asyncio.to_thread(run_importer, importer, thread_stop))
+            importers.append(
+                threading.Thread(
+                    target=run_importer,
+                    args=(importer, thread_stop),
+                    name=f"inbox-{listener.name}",
+                    daemon=True,
+                )
             )
+            importers[-1].start()
         server, switches[deps.layout.enabled_file] = open_listener(deps, rx)
         servers.append(server)
     ctx.health.set_check("listening", True)
@@ -76,7 +82,7 @@ async def receiver(ctx: ServiceContext) -> None:
             ctx.health.set_detail("event_backlog", publisher.backlog)
             await asyncio.sleep(1.0)
 
-    tasks += [
+    tasks = [
         asyncio.create_task(keep_nats()),
         asyncio.create_task(report_health()),
         asyncio.create_task(publisher.run(ctx.stop)),
@@ -96,6 +102,8 @@ async def receiver(ctx: ServiceContext) -> None:
         server.server_close()
     for observer in observers:
         observer.stop()
+    for importer_thread in importers:
+        importer_thread.join(timeout=10)
     await asyncio.gather(*tasks)
     if publisher.bus is not None:
         await publisher.bus.close()

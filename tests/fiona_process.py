@@ -126,3 +126,19 @@ def read_events(
             await nc.close()
 
     return asyncio.run(fetch_all())
+
+
+class Classifier(FionaService):
+    """The classifier, reading the same data directory and NATS as a receiver."""
+
+    def __init__(
+        self, workdir: Path, datadir: Path, nats_url: str, extra: dict[str, str] | None = None
+    ) -> None:
+        http_port = free_port()
+        settings = {
+            "FIONA_DATADIR": str(datadir),
+            "FIONA_NATS_URL": nats_url,
+            "FIONA_CLASSIFIER__HTTP_PORT": str(http_port),
+            **(extra or {}),
+        }
+        super().__init__(workdir, "classifier", settings, http_port)

@@ -12,6 +12,7 @@ from fiona_common.settings import Settings
 # Service name on the command line -> module whose ``main(settings)`` runs it.
 SERVICES: dict[str, str] = {
     "receiver": "services.receiver.main",
+    "classifier": "services.classifier.main",
 }
 
 
@@ -49,6 +50,25 @@ def cmd_status(args: argparse.Namespace) -> int:
     return print_status(_settings(args), list(SERVICES), as_json=args.json)
 
 
+def cmd_classify(args: argparse.Namespace) -> int:
+    from services.classifier.offline import classify_paths, report
+    from services.classifier.rules import RuleSet
+
+    settings = _settings(args)
+    rules_file = Path(args.rules) if args.rules else settings.classifier.rules_file
+    rules = RuleSet.load(rules_file) if rules_file else RuleSet.default()
+    missing = [p for p in args.paths if not Path(p).exists()]
+    if missing:
+        print(f"fiona: no such file or folder: {missing[0]}", file=sys.stderr)
+        return 1
+    results, skipped = classify_paths(rules, [Path(p) for p in args.paths])
+    for line in report(results, args.explain):
+        print(line)
+    if skipped:
+        print(f"({skipped} files were not readable DICOM and were skipped)", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fiona",
@@ -68,6 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("up", cmd_up, "start NATS and every service, restart crashed ones, stop on Ctrl-C")
     run = add("run", cmd_run, "run one service in the foreground")
     run.add_argument("service", choices=[s.replace("_", "-") for s in SERVICES])
+    classify = add("classify", cmd_classify, "classify DICOM files or folders with the rule set")
+    classify.add_argument("paths", nargs="+", metavar="PATH")
+    classify.add_argument("--rules", metavar="FILE", help="a classifyRules.json to test")
+    classify.add_argument(
+        "--explain",
+        action="store_true",
+        help="show for each rule whether it matched, or the condition it failed",
+    )
     status = add("status", cmd_status, "show each service's health; non-zero exit if unhealthy")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     return parser

@@ -54,6 +54,7 @@ class StreamSpec:
 
 STREAMS: list[StreamSpec] = [
     StreamSpec(name="FIONA_INSTANCES", subjects=["fiona.instance.>"]),
+    StreamSpec(name="FIONA_SERIES", subjects=["fiona.series.>"]),
 ]
 
 
@@ -153,6 +154,11 @@ class Bus:
             await self.nc.subscribe(f"{prefix}.*", cb=on_ack)
             self._ack_prefix = prefix
         return self._ack_prefix
+
+    async def backlog(self, event_type: type[Event], durable: str) -> int:
+        """Messages a durable consumer has not yet acknowledged (pending + in flight)."""
+        info = await self.js.consumer_info(event_type.stream, durable)
+        return (info.num_pending or 0) + (info.num_ack_pending or 0)
 
     async def close(self) -> None:
         """Flush and close; just close if NATS is away (nothing could be flushed anyway)."""

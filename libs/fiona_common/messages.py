@@ -70,3 +70,23 @@ class InstanceStored(Event):
 
     def msg_id(self) -> str:
         return f"instance.stored:{self.site}:{self.study_uid}:{self.sop_uid}"
+
+
+class SeriesUpdated(Event):
+    """A series' summary changed: one more instance, or new classification (classifier)."""
+
+    subject: ClassVar[str] = "fiona.series.updated"
+    stream: ClassVar[str] = "FIONA_SERIES"
+
+    site: str
+    study_uid: DicomUid
+    series_uid: DicomUid
+    revision: int = Field(description="increases with every change of this series' summary")
+    num_files: int
+    classify_types: list[str]
+    modality: str
+    patient_hash: str = Field(description="short hash of PatientID, never the ID itself")
+    summary: dict[str, object] = Field(description="series JSON without identifying fields")
+
+    def msg_id(self) -> str:
+        return f"series.updated:{self.site}:{self.series_uid}:{self.revision}"

@@ -94,6 +94,19 @@ class ReceiverSettings(AccessRules):
     max_pending_events: int = Field(default=50_000, ge=100)
 
 
+class ClassifierSettings(BaseModel):
+    """The classifier service (``FIONA_CLASSIFIER__*``)."""
+
+    http_port: int = 9102
+    # A classifyRules.json in the original format; empty: the project's default rule set.
+    rules_file: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lower(cls, data: Any) -> Any:
+        return _lower_keys(data)
+
+
 class Settings(BaseSettings):
     """All of FIONA's settings; built once per process by :meth:`load`."""
 
@@ -116,6 +129,7 @@ class Settings(BaseSettings):
     http_host: str = "0.0.0.0"
     log_level: str = "INFO"
     receiver: ReceiverSettings = Field(default_factory=ReceiverSettings)
+    classifier: ClassifierSettings = Field(default_factory=ClassifierSettings)
     config_file: Path | None = None
     extras: dict[str, Any] = Field(default_factory=dict, exclude=True)
 

@@ -13,6 +13,8 @@ from pydicom import Dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag, Tag
 
+from services.classifier import siemens
+
 # Summary key -> where it comes from (a keyword, or a private tag read by number as the
 # original did, whatever the private creator).
 FIELDS: dict[str, str | BaseTag] = {
@@ -98,8 +100,14 @@ def merge(
 ) -> dict[str, Any]:
     """The summary after one more image: first image wins, except the accumulating fields."""
     summary: dict[str, Any] = dict(previous) if previous else {}
+    first_image = not summary
     for key, value in fields_of(ds).items():
         summary.setdefault(key, value)
+    if first_image:
+        level = siemens.os_level(ds.get("SoftwareVersions"))
+        summary.update({"OSLevel": level} if level else {})
+        summary.update(siemens.series_fields(ds))  # the CSA level wins, as in the original
+    _merge_siemens_image(summary, ds)
     summary.setdefault("IncomingConnection", dict(connection))
     summary.setdefault("ClassifyType", [])
     location = _float(ds.get("SliceLocation"))
@@ -107,6 +115,29 @@ def merge(
         known = _float(summary.get("SliceLocation"))
         summary["SliceLocation"] = str(location if known is None else min(known, location))
     return summary
+
+
+def _merge_siemens_image(summary: dict[str, Any], ds: Dataset) -> None:
+    """MeasID follows the latest image; each diffusion image adds its entry once."""
+    measurement = siemens.series_fields(ds).get("MeasID") if summary.get("MeasID") else None
+    if measurement:
+        summary["MeasID"] = measurement
+    fields = siemens.image_fields(ds)
+    if "PhaseEncodingDirectionPositive" in fields:
+        summary.setdefault(
+            "PhaseEncodingDirectionPositive", fields["PhaseEncodingDirectionPositive"]
+        )
+    entry = fields.get("diffusion")
+    if entry:
+        others = [
+            e
+            for e in summary.get("siemensDiffusionInformation", [])
+            if e.get("SOPInstanceUID") != entry["SOPInstanceUID"]
+        ]
+        summary["siemensDiffusionInformation"] = sorted(
+            [*others, entry],
+            key=lambda e: (_float(e.get("InstanceNumber")) or 0.0, e["SOPInstanceUID"]),
+        )
 
 
 def _float(value: Any) -> float | None:

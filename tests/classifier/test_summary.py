@@ -1,3 +1,12 @@
+import gzip
+import io
+from pathlib import Path
+
+import nibabel
+import pydicom
+import pytest
+from pydicom import Dataset
+
 from services.classifier.summary import merge, public_view
 from tests.builders import mr_dataset
 
@@ -39,3 +48,28 @@ def test_public_view_drops_what_identifies_a_person() -> None:
     view = public_view(summary)
     assert "PatientID" not in view and "PatientName" not in view
     assert "SECRET" not in str(view)
+
+
+def siemens_dwi(name: str) -> Dataset:
+    """Siemens diffusion images with CSA headers, from the test data nibabel ships."""
+    data = (Path(nibabel.__file__).parent / "nicom/tests/data" / name).read_bytes()
+    return pydicom.dcmread(io.BytesIO(gzip.decompress(data)), stop_before_pixels=True)
+
+
+def test_siemens_csa_fields_and_diffusion_entries_once_per_image() -> None:
+    b0, b1000 = siemens_dwi("siemens_dwi_0.dcm.gz"), siemens_dwi("siemens_dwi_1000.dcm.gz")
+    summary = merge(None, b0, {})
+    summary = merge(summary, b1000, {})
+    summary = merge(summary, b1000, {})  # the same image again (a redelivery)
+    assert summary["NumSlices"] == "48"
+    assert summary["OSLevel"] == "VB17A_LATEST_20090307"
+    assert summary["PhaseEncodingDirectionPositive"] == "1"
+    entries = summary["siemensDiffusionInformation"]
+    assert [e["B_value"] for e in entries] == ["0", "1000"]
+    assert entries[1]["DiffusionGradientDirection"] == pytest.approx([1.0, 0.005, -0.005], abs=1e-3)
+
+
+def test_non_siemens_objects_have_no_csa_fields() -> None:
+    summary = merge(None, mr_dataset(SoftwareVersions="27\\LX\\MR Software release:DV26.0"), {})
+    assert summary["OSLevel"] == "DV26.0"
+    assert "siemensDiffusionInformation" not in summary and "NumSlices" not in summary

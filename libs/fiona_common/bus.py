@@ -183,6 +183,57 @@ class Bus:
         retried with the consumer's backoff. Several replicas with the same durable name share
         the work.
         """
+
+        async def settle_each(msgs: list[Msg]) -> None:
+            for msg in msgs:
+                await _settle(msg, event_type, handler, on_bad_input)
+
+        await self._fetch_loop(event_type, spec, stop, batch, settle_each)
+
+    async def consume_batches(
+        self,
+        event_type: type[E],
+        spec: ConsumerSpec,
+        handler: Callable[[list[E]], Awaitable[list[BadInput | None]]],
+        stop: asyncio.Event,
+        batch: int = 64,
+    ) -> None:
+        """Like :meth:`consume`, for handlers that gain from seeing several events at once.
+
+        The handler returns, per event, None (done: acked) or the :class:`BadInput` that event
+        is refused for (terminated); if it raises, the whole batch is retried.
+        """
+
+        async def settle_batch(msgs: list[Msg]) -> None:
+            decoded = [_decode(msg, event_type) for msg in msgs]
+            good = [
+                (msg, event)
+                for msg, event in zip(msgs, decoded, strict=True)
+                if not isinstance(event, BadInput)
+            ]
+            for msg, event in zip(msgs, decoded, strict=True):
+                if isinstance(event, BadInput):
+                    await _refuse(msg, event)
+            try:
+                outcomes = await handler([event for _, event in good]) if good else []
+            except Exception:  # the consume-loop boundary: the batch comes back later
+                log.exception("batch handler failed", extra={"events": len(good)})
+                for msg, _ in good:
+                    await msg.nak(delay=5.0)
+                return
+            for (msg, _), outcome in zip(good, outcomes, strict=True):
+                await (_refuse(msg, outcome) if outcome is not None else msg.ack())
+
+        await self._fetch_loop(event_type, spec, stop, batch, settle_batch)
+
+    async def _fetch_loop(
+        self,
+        event_type: type[E],
+        spec: ConsumerSpec,
+        stop: asyncio.Event,
+        batch: int,
+        settle: Callable[[list[Msg]], Awaitable[None]],
+    ) -> None:
         stream = next(s for s in STREAMS if _matches(s.subjects, event_type.subject))
         sub = await self.js.pull_subscribe(
             event_type.subject,
@@ -206,8 +257,20 @@ class Bus:
                 log.warning("fetch failed, retrying", extra={"error": type(err).__name__})
                 await asyncio.sleep(1.0)
                 continue
-            for msg in msgs:
-                await _settle(msg, event_type, handler, on_bad_input)
+            await settle(msgs)
+
+
+def _decode(msg: Msg, event_type: type[E]) -> E | BadInput:
+    try:
+        return event_type.from_json(msg.data)
+    except ValidationError as err:
+        detail = f"{event_type.__name__}: {err.error_count()} validation errors"
+        return BadInput("malformed_event", detail)
+
+
+async def _refuse(msg: Msg, err: BadInput) -> None:
+    log.warning("message refused", extra={"subject": msg.subject, "reason": err.code})
+    await msg.term()
 
 
 async def _settle(
@@ -216,19 +279,16 @@ async def _settle(
     handler: Callable[[E], Awaitable[None]],
     on_bad_input: Callable[[E | None, BadInput, Msg], Awaitable[None]] | None,
 ) -> None:
-    event: E | None = None
+    decoded = _decode(msg, event_type)
+    event = None if isinstance(decoded, BadInput) else decoded
     try:
-        try:
-            event = event_type.from_json(msg.data)
-        except ValidationError as err:
-            detail = f"{event_type.__name__}: {err.error_count()} validation errors"
-            raise BadInput("malformed_event", detail) from err
+        if event is None:
+            raise decoded  # type: ignore[misc]
         await handler(event)
     except BadInput as err:
-        log.warning("message refused", extra={"subject": msg.subject, "reason": err.code})
         if on_bad_input is not None:
             await on_bad_input(event, err, msg)
-        await msg.term()
+        await _refuse(msg, err)
         return
     except Unavailable as err:
         log.warning("dependency unavailable, will retry", extra={"error": str(err)})

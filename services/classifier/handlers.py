@@ -36,26 +36,76 @@ class ClassifierDeps:
     bus: Bus
 
 
-async def on_instance_stored(event: InstanceStored, deps: ClassifierDeps) -> None:
+async def on_instances_stored(
+    events: list[InstanceStored], deps: ClassifierDeps
+) -> list[BadInput | None]:
+    """Index and classify a batch; one summary update and one event per series touched.
+
+    Returns, per event, None or why it was refused (the bus terminates those).
+    """
+    outcomes: list[BadInput | None] = [None] * len(events)
+    for indexes in _by_series(events).values():
+        images = []
+        for i in indexes:
+            try:
+                images.append(await asyncio.to_thread(prepare, events[i], deps.layouts))
+            except BadInput as err:
+                outcomes[i] = err
+                metrics.OBJECTS_INDEXED.labels("refused").inc()
+        if images:
+            await update_series(images, deps)
+    return outcomes
+
+
+def _by_series(events: list[InstanceStored]) -> dict[tuple[str, str], list[int]]:
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, event in enumerate(events):
+        groups.setdefault((event.site, event.series_uid), []).append(i)
+    return groups
+
+
+@dataclass(frozen=True)
+class Image:
+    """One stored instance, linked into the trees, with its header."""
+
+    event: InstanceStored
+    layout: Layout
+    ds: Dataset
+
+
+def prepare(event: InstanceStored, layouts: dict[str, Layout]) -> Image:
+    """Read the header and create the instance's links (on a worker thread)."""
     started = time.perf_counter()
-    layout = deps.layouts.get(event.site)
+    layout = layouts.get(event.site)
     if layout is None:
         raise BadInput("unknown_site", f"no data directory is configured for site {event.site}")
     archive_file = layout.resolve(event.archive_path)
-    ds = await asyncio.to_thread(read_header, archive_file)
-    await asyncio.to_thread(index_instance, layout, event, ds, archive_file)
+    ds = read_header(archive_file)
+    index_instance(layout, event, ds, archive_file)
+    metrics.CLASSIFY_SECONDS.observe(time.perf_counter() - started)
+    return Image(event, layout, ds)
+
+
+async def update_series(images: list[Image], deps: ClassifierDeps) -> None:
+    """Fold the images into the series state; write and announce it if it changed."""
+    first = images[0]
 
     def step(state: SeriesState | None) -> SeriesState:
-        return next_state(state, ds, event, layout, deps.rules)
+        for image in images:
+            state = next_state(state, image.ds, image.event, deps.rules)
+        if state is None:  # images is never empty; this satisfies the type checker
+            raise ValueError("no image to apply")
+        count = trees.count_instances(first.layout, first.event.study_uid, first.event.series_uid)
+        state.summary["NumFiles"] = str(count)
+        return state
 
-    changed = await advance(deps.kv, series_key(event.site, event.series_uid), step)
-    metrics.OBJECTS_INDEXED.labels("changed" if changed else "unchanged").inc()
+    changed = await advance(deps.kv, series_key(first.event.site, first.event.series_uid), step)
+    metrics.OBJECTS_INDEXED.labels("changed" if changed else "unchanged").inc(len(images))
     if changed is not None:
         state, revision = changed
-        await asyncio.to_thread(write_summary, layout, event, state.summary, revision)
-        await deps.bus.publish(series_updated(event, state.summary, revision))
+        await asyncio.to_thread(write_summary, first.layout, first.event, state.summary, revision)
+        await deps.bus.publish(series_updated(first.event, state.summary, revision))
         metrics.SERIES_UPDATED.inc()
-    metrics.CLASSIFY_SECONDS.observe(time.perf_counter() - started)
 
 
 def read_header(path: Path) -> Dataset:
@@ -83,9 +133,9 @@ def index_instance(layout: Layout, event: InstanceStored, ds: Dataset, archive_f
 
 
 def next_state(
-    state: SeriesState | None, ds: Dataset, event: InstanceStored, layout: Layout, rules: RuleBook
+    state: SeriesState | None, ds: Dataset, event: InstanceStored, rules: RuleBook
 ) -> SeriesState:
-    """The series state once this image is counted and classified."""
+    """The series state once this image is merged and classified (NumFiles: by the caller)."""
     previous = state or SeriesState()
     connection = {
         "AETitleCaller": event.calling_aet or "unknown",
@@ -93,7 +143,6 @@ def next_state(
         "CallerIP": event.peer_address or "unknown",
     }
     summary = merge(previous.summary, ds, connection)
-    summary["NumFiles"] = str(trees.count_instances(layout, event.study_uid, event.series_uid))
     result = classify_image(
         rules.current, ds, summary, summary.get("ClassifyType", []), previous.series_level_failed
     )

@@ -10,7 +10,7 @@ from fiona_common.messages import InstanceStored
 from fiona_common.service import ServiceContext, run_service
 from fiona_common.settings import Settings
 from services.classifier import metrics
-from services.classifier.handlers import ClassifierDeps, on_instance_stored
+from services.classifier.handlers import ClassifierDeps, on_instances_stored
 from services.classifier.rulebook import RuleBook
 from services.classifier.state import BUCKET
 
@@ -43,8 +43,8 @@ async def classifier(ctx: ServiceContext) -> None:
     ctx.health.set_check("nats", True)
     lag = asyncio.create_task(report_lag(bus, ctx))
     try:
-        await bus.consume(
-            InstanceStored, CONSUMER, partial(on_instance_stored, deps=deps), ctx.stop
+        await bus.consume_batches(
+            InstanceStored, CONSUMER, partial(on_instances_stored, deps=deps), ctx.stop
         )
     finally:
         await lag

@@ -60,7 +60,11 @@ async def test_consumer_acks_good_messages_and_terminates_bad_ones(
     await asyncio.wait_for(bus.consume(InstanceStored, spec, handler, stop, on_bad), 20)
     assert seen == ["1.2.3.4.7", "1.2.3.4.8"]
     assert refused == ["malformed_event"]
-    info = await bus.js.consumer_info("FIONA_INSTANCES", "test-consumer")
+    for _ in range(100):  # acks are asynchronous: give the server a moment to count them
+        info = await bus.js.consumer_info("FIONA_INSTANCES", "test-consumer")
+        if info.num_pending == 0 and info.num_ack_pending == 0:
+            break
+        await asyncio.sleep(0.05)
     assert info.num_pending == 0 and info.num_ack_pending == 0
     await bus.nc.close()
 

@@ -78,6 +78,7 @@ def test_two_classifiers_and_redelivery_count_every_instance_exactly_once(
             lambda: summary(data, study, series_uid).get("NumFiles") == "60",
             what="60 instances counted",
         )
+        wait_until(lambda: consumer_idle(nats_server.url), what="all events handled")
         updates = len(read_events(nats_server.url, "fiona.series.updated", "FIONA_SERIES"))
         stored = read_events(nats_server.url)
         assert len(stored) == 60

@@ -5,6 +5,7 @@ reads; it never contains identifiers or secrets.
 """
 
 import json
+import logging
 import os
 import threading
 import time
@@ -67,6 +68,17 @@ class Health:
             "details": details,
             "last_errors": errors,
         }
+
+
+class ErrorRecorder(logging.Handler):
+    """Keeps the last errors a service logged, for ``/readyz`` and ``fiona status``."""
+
+    def __init__(self, health: Health) -> None:
+        super().__init__(level=logging.ERROR)
+        self.health = health
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.health.record_error(f"{record.name}: {record.getMessage()}")
 
 
 def _handler_for(health: Health, registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:

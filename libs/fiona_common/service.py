@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from fiona_common.logs import configure_logging
-from fiona_common.metrics import Health, HttpServer
+from fiona_common.metrics import ErrorRecorder, Health, HttpServer
 from fiona_common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ def run_service(name: str, settings: Settings, http_port: int, body: ServiceBody
     """
     configure_logging(name, settings.log_level)
     health = Health(name)
+    logging.getLogger().addHandler(ErrorRecorder(health))
     http = HttpServer(settings.http_host, http_port, health).start()
     log.info("service starting", extra={"http_port": http.port})
     try:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pynetdicom import ALL_TRANSFER_SYNTAXES
 
+from fiona_common.dicom_status import EchoStatus
 from services.receiver.spool import Spool, encode_file_meta
 from services.receiver.upper_layer import (
     NO_DATASET,
@@ -276,7 +277,9 @@ class Association:
         message_id = int(command.get(0x0110, 0))
         sop_class = str(command.get(0x0002, ""))
         if field == CommandField.C_ECHO_RQ:
-            response = encode_response(CommandField.C_ECHO_RSP, message_id, 0, sop_class)
+            response = encode_response(
+                CommandField.C_ECHO_RSP, message_id, EchoStatus.SUCCESS, sop_class
+            )
         elif field == CommandField.C_STORE_RQ and spool is not None:
             self._spool = None
             request = StoreRequest(

@@ -71,6 +71,7 @@ def test_up_runs_nats_and_the_receiver_restarts_crashes_and_stops_cleanly(
         up.send_signal(signal.SIGINT)
         assert up.wait(timeout=40) == 0
         assert children_of(up.pid) == []
+        assert "did not stop in time" not in (tmp_path / "up.log").read_text()  # no SIGKILL
         assert not port_open(ports["nats"]) and not port_open(ports["dicom"])
     finally:
         if up.poll() is None:

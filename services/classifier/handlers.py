@@ -45,13 +45,20 @@ async def on_instances_stored(
     """
     outcomes: list[BadInput | None] = [None] * len(events)
     for indexes in _by_series(events).values():
+        # Header reads and links overlap on worker threads (file I/O releases the GIL).
+        prepared = await asyncio.gather(
+            *(asyncio.to_thread(prepare, events[i], deps.layouts) for i in indexes),
+            return_exceptions=True,
+        )
         images = []
-        for i in indexes:
-            try:
-                images.append(await asyncio.to_thread(prepare, events[i], deps.layouts))
-            except BadInput as err:
-                outcomes[i] = err
+        for i, result in zip(indexes, prepared, strict=True):
+            if isinstance(result, BadInput):
+                outcomes[i] = result
                 metrics.OBJECTS_INDEXED.labels("refused").inc()
+            elif isinstance(result, BaseException):
+                raise result  # not the event's fault: the whole batch is retried
+            else:
+                images.append(result)
         if images:
             await update_series(images, deps)
     return outcomes

@@ -40,10 +40,8 @@ def ensure_link(link: Path, target: Path) -> bool:
     try:
         if os.readlink(link) == relative:
             return False
-    except FileNotFoundError:
-        pass
     except OSError:
-        pass  # something that is not a link: replaced below
+        pass  # absent, or not a link: (re)created below
     link.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     tmp = link.with_name(f".{link.name}.{uuid.uuid4().hex[:12]}.tmp")
     tmp.unlink(missing_ok=True)

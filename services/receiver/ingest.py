@@ -109,6 +109,9 @@ def ingest(obj: Incoming, deps: IngestDeps) -> Result:
         metrics.DUPLICATES.labels(deps.listener.name).inc()
         return Result.DUPLICATE
     archive_path = deps.layout.relative(stored.path)
+    metrics.BYTES.labels(deps.listener.name, _called(obj, deps), Result.STORED).inc(
+        stored.size_bytes
+    )
     deps.publisher.submit(
         stored_event(
             identity, deps.listener.name, archive_path, stored.size_bytes, obj.origin, received_at
@@ -152,9 +155,11 @@ def timed_ingest(obj: Incoming, deps: IngestDeps) -> Result:
     except OSError as err:
         log.error("archive write failed", extra={"error": err.strerror or str(err)})
         result = Result.NO_SPACE
-    called = obj.origin.called_aet if obj.origin.called_aet == deps.listener.aetitle else "other"
-    metrics.OBJECTS.labels(deps.listener.name, called, result).inc()
-    if result is Result.STORED:
-        metrics.BYTES.labels(deps.listener.name, called, result).inc(obj.path.stat().st_size)
+    metrics.OBJECTS.labels(deps.listener.name, _called(obj, deps), result).inc()
     metrics.STORE_SECONDS.observe(time.perf_counter() - started)
     return result
+
+
+def _called(obj: Incoming, deps: IngestDeps) -> str:
+    """The called-AE label: the listener's own title or "other" (senders choose it freely)."""
+    return obj.origin.called_aet if obj.origin.called_aet == deps.listener.aetitle else "other"

@@ -76,12 +76,13 @@ async def publish(url: str, events: list[InstanceStored]) -> None:
 async def backlog(url: str) -> int:
     nc = await nats.connect(url)
     try:
-        info = await nc.jetstream().consumer_info("FIONA_INSTANCES", "classifier")
-        return (info.num_pending or 0) + (info.num_ack_pending or 0)
-    except nats.js.errors.NotFoundError:
-        return -1
+        consumers = await nc.jetstream().consumers_info("FIONA_INSTANCES")
     finally:
         await nc.close()
+    partitions = [c for c in consumers if c.name.startswith("classifier-p")]
+    if len(partitions) < InstanceStored.partitions:
+        return -1  # not all created yet
+    return sum((c.num_pending or 0) + (c.num_ack_pending or 0) for c in partitions)
 
 
 def classifier_rate(files: list[Path], processes: int, rules: Path | None, scratch: Path) -> float:

@@ -52,7 +52,7 @@ NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 DCMTK_ENV = {"TCP_NODELAY": "1"}
 
 STREAM = "FIONA_INSTANCES"
-SUBJECT = "fiona.instance.stored"
+SUBJECT = "fiona.instance.stored.>"
 ALL_CASES = ("A1", "A4", "B1", "B4")
 ALL_RECEIVERS = ("fiona", "storescp", "orthanc")
 IMAGE_SIZE = 256
@@ -494,7 +494,7 @@ async def wait_stream(url: str, expected: int, deadline: float) -> int:
         while True:
             with contextlib.suppress(NotFoundError):
                 info = await jetstream.stream_info(STREAM, subjects_filter=SUBJECT)
-                count = int((info.state.subjects or {}).get(SUBJECT, 0))
+                count = sum((info.state.subjects or {}).values())
             if count >= expected:
                 return count
             if time.monotonic() > deadline:

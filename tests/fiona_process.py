@@ -93,7 +93,7 @@ class Receiver(FionaService):
 
 
 def read_events(
-    nats_url: str, subject: str = "fiona.instance.stored", stream: str = "FIONA_INSTANCES"
+    nats_url: str, subject: str = "fiona.instance.stored.>", stream: str = "FIONA_INSTANCES"
 ) -> list[dict[str, Any]]:
     """Every message currently in ``stream`` on ``subject``, decoded."""
 

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import re
 import sys
 import urllib.error
 import urllib.request
@@ -32,6 +33,9 @@ def probe(port: int, timeout: float = 2.0) -> dict[str, Any]:
         return {"ready": False, "error": f"not reachable ({type(err).__name__})"}
 
 
+_PARTITION = re.compile(r"-p\d+$")
+
+
 async def stream_figures(url: str) -> dict[str, Any]:
     """Messages per stream and pending work per durable consumer."""
     try:
@@ -46,10 +50,11 @@ async def stream_figures(url: str) -> dict[str, Any]:
             except NATS_DOWN:
                 figures["streams"][spec.name] = {"missing": True}
                 continue
-            consumers = {
-                c.name: (c.num_pending or 0) + (c.num_ack_pending or 0)
-                for c in await bus.js.consumers_info(spec.name)
-            }
+            consumers: dict[str, int] = {}
+            for c in await bus.js.consumers_info(spec.name):
+                name = _PARTITION.sub("", c.name)  # a service's partitions add up to one line
+                pending = (c.num_pending or 0) + (c.num_ack_pending or 0)
+                consumers[name] = consumers.get(name, 0) + pending
             figures["streams"][spec.name] = {
                 "messages": info.state.messages,
                 "consumer_backlog": consumers,

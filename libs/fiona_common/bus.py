@@ -64,9 +64,14 @@ class ConsumerSpec:
     """A durable pull consumer; retry policy lives here, not in handlers."""
 
     durable: str
+    # For partitioned events: the one partition this consumer reads (None: all of them).
+    partition: int | None = None
     ack_wait_seconds: float = 60
     max_deliver: int = 10
-    backoff_seconds: list[float] = field(default_factory=lambda: [1, 5, 15, 60, 300])
+    # Redelivery delays after unacknowledged deliveries. None: ack_wait each time. When set,
+    # the server uses backoff[0] instead of ack_wait for the first delivery too, so a first
+    # value shorter than the work takes redelivers messages that are still being handled.
+    backoff_seconds: list[float] | None = None
     max_ack_pending: int = 1000
 
 
@@ -105,7 +110,7 @@ class Bus:
     async def publish(self, event: Event, ack_seconds: float = 5.0) -> PubAck:
         """Publish ``event`` to JetStream and wait for the server's acknowledgement."""
         return await self.js.publish(
-            event.subject,
+            event.routed_subject,
             event.to_json(),
             timeout=ack_seconds,
             stream=event.stream,
@@ -131,7 +136,7 @@ class Bus:
                 waiting.append((token, self._acks[token]))
                 headers = {"Nats-Msg-Id": event.msg_id(), "Nats-Expected-Stream": event.stream}
                 await self.nc.publish(
-                    event.subject, event.to_json(), reply=f"{inbox}.{token}", headers=headers
+                    event.routed_subject, event.to_json(), reply=f"{inbox}.{token}", headers=headers
                 )
             await asyncio.wait([future for _, future in waiting], timeout=ack_seconds)
         except NATS_DOWN:
@@ -184,7 +189,7 @@ class Bus:
 
         The handler gets a validated model and never acks: success acks, :class:`BadInput`
         terminates the message (after ``on_bad_input``, which quarantines), anything else is
-        retried with the consumer's backoff. Several replicas with the same durable name share
+        retried after a delay (a nak). Several replicas with the same durable name share
         the work.
         """
 
@@ -239,8 +244,9 @@ class Bus:
         settle: Callable[[list[Msg]], Awaitable[None]],
     ) -> None:
         stream = next(s for s in STREAMS if _matches(s.subjects, event_type.subject))
+        subject = event_type.subject_filter(spec.partition)
         sub = await self.js.pull_subscribe(
-            event_type.subject,
+            subject,
             durable=spec.durable,
             stream=stream.name,
             config=ConsumerConfig(
@@ -249,7 +255,7 @@ class Bus:
                 max_deliver=spec.max_deliver,
                 backoff=spec.backoff_seconds,
                 max_ack_pending=spec.max_ack_pending,
-                filter_subject=event_type.subject,
+                filter_subject=subject,
             ),
         )
         while not stop.is_set():

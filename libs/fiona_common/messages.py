@@ -4,6 +4,7 @@ Events carry UIDs, counts and hashes, never patient identifiers. Readers ignore 
 so adding a field is compatible; a breaking change bumps ``VERSION`` of that event.
 """
 
+import zlib
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, ClassVar, Self
@@ -23,6 +24,9 @@ class Event(BaseModel):
     subject: ClassVar[str]
     stream: ClassVar[str]
     VERSION: ClassVar[int] = 1
+    # More than 1: published on ``<subject>.<n>``, n from partition_key(), so that a consumer
+    # per partition sees all events of one key (a series...) and nothing else.
+    partitions: ClassVar[int] = 1
 
     # ``schema`` would shadow a BaseModel attribute, hence the alias.
     schema_version: int = Field(default=1, alias="schema")
@@ -31,12 +35,35 @@ class Event(BaseModel):
         """Deterministic ``Nats-Msg-Id``: the same fact published twice is stored once."""
         raise NotImplementedError
 
+    def partition_key(self) -> str:
+        """What decides the partition (only for events with ``partitions`` > 1)."""
+        return ""
+
+    @property
+    def routed_subject(self) -> str:
+        """The subject this event is published on: ``subject``, or ``subject.<partition>``."""
+        if self.partitions <= 1:
+            return self.subject
+        return f"{self.subject}.{partition_of(self.partition_key(), self.partitions)}"
+
+    @classmethod
+    def subject_filter(cls, partition: int | None = None) -> str:
+        """Subscription subject: one partition, or all of them (None)."""
+        if cls.partitions <= 1:
+            return cls.subject
+        return f"{cls.subject}.{'>' if partition is None else partition}"
+
     def to_json(self) -> bytes:
         return self.model_dump_json(by_alias=True).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> Self:
         return cls.model_validate_json(data)
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """Stable across processes and versions (CRC-32, not Python's salted hash)."""
+    return zlib.crc32(key.encode()) % partitions
 
 
 class StoredVia(StrEnum):
@@ -52,6 +79,7 @@ class InstanceStored(Event):
 
     subject: ClassVar[str] = "fiona.instance.stored"
     stream: ClassVar[str] = "FIONA_INSTANCES"
+    partitions: ClassVar[int] = 16  # by series: one classifier replica at a time per series
 
     site: str
     study_uid: DicomUid
@@ -70,6 +98,9 @@ class InstanceStored(Event):
 
     def msg_id(self) -> str:
         return f"instance.stored:{self.site}:{self.study_uid}:{self.sop_uid}"
+
+    def partition_key(self) -> str:
+        return self.series_uid
 
 
 class SeriesUpdated(Event):

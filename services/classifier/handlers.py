@@ -6,7 +6,8 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,11 @@ class ClassifierDeps:
     rules: RuleBook
     kv: KeyValue
     bus: Bus
+    # One thread reads headers and makes links for every partition's batches in turn: that
+    # work holds the GIL, and threads competing for it measured half the speed of one.
+    reader: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="header-reader")
+    )
 
 
 async def on_instances_stored(
@@ -43,25 +49,31 @@ async def on_instances_stored(
 
     Returns, per event, None or why it was refused (the bus terminates those).
     """
-    outcomes: list[BadInput | None] = [None] * len(events)
+    loop = asyncio.get_running_loop()
+    prepared = await loop.run_in_executor(deps.reader, prepare_batch, events, deps.layouts)
+    outcomes: list[BadInput | None] = [p if isinstance(p, BadInput) else None for p in prepared]
+    metrics.OBJECTS_INDEXED.labels("refused").inc(sum(1 for o in outcomes if o is not None))
+    updates = []
     for indexes in _by_series(events).values():
-        # Header reads and links overlap on worker threads (file I/O releases the GIL).
-        prepared = await asyncio.gather(
-            *(asyncio.to_thread(prepare, events[i], deps.layouts) for i in indexes),
-            return_exceptions=True,
-        )
-        images = []
-        for i, result in zip(indexes, prepared, strict=True):
-            if isinstance(result, BadInput):
-                outcomes[i] = result
-                metrics.OBJECTS_INDEXED.labels("refused").inc()
-            elif isinstance(result, BaseException):
-                raise result  # not the event's fault: the whole batch is retried
-            else:
-                images.append(result)
+        images = [p for p in (prepared[i] for i in indexes) if isinstance(p, Image)]
         if images:
-            await update_series(images, deps)
+            updates.append(update_series(images, deps))
+    await asyncio.gather(*updates)  # series are independent: their KV round trips overlap
     return outcomes
+
+
+def prepare_batch(
+    events: list[InstanceStored], layouts: dict[str, Layout]
+) -> list["Image | BadInput"]:
+    """:func:`prepare` for each event; an event's own fault is returned, not raised."""
+    prepared: list[Image | BadInput] = []
+    studies: set[tuple[str, str]] = set()  # a study's participant link, once per batch
+    for event in events:
+        try:
+            prepared.append(prepare(event, layouts, studies))
+        except BadInput as refused:
+            prepared.append(refused)
+    return prepared
 
 
 def _by_series(events: list[InstanceStored]) -> dict[tuple[str, str], list[int]]:
@@ -78,28 +90,33 @@ class Image:
     event: InstanceStored
     layout: Layout
     ds: Dataset
+    index_seconds: float  # header read and links; classification time is added to it
 
 
-def prepare(event: InstanceStored, layouts: dict[str, Layout]) -> Image:
-    """Read the header and create the instance's links (on a worker thread)."""
+def prepare(
+    event: InstanceStored, layouts: dict[str, Layout], studies_linked: set[tuple[str, str]]
+) -> Image:
+    """Read the header and create the instance's links (blocking: on a worker thread)."""
     started = time.perf_counter()
     layout = layouts.get(event.site)
     if layout is None:
         raise BadInput("unknown_site", f"no data directory is configured for site {event.site}")
     archive_file = layout.resolve(event.archive_path)
     ds = read_header(archive_file)
-    index_instance(layout, event, ds, archive_file)
-    metrics.CLASSIFY_SECONDS.observe(time.perf_counter() - started)
-    return Image(event, layout, ds)
+    index_instance(layout, event, ds, archive_file, studies_linked)
+    return Image(event, layout, ds, time.perf_counter() - started)
 
 
 async def update_series(images: list[Image], deps: ClassifierDeps) -> None:
     """Fold the images into the series state; write and announce it if it changed."""
     first = images[0]
+    seconds = [image.index_seconds for image in images]
 
     def step(state: SeriesState | None) -> SeriesState:
-        for image in images:
+        for n, image in enumerate(images):
+            started = time.perf_counter()
             state = next_state(state, image.ds, image.event, deps.rules)
+            seconds[n] = image.index_seconds + time.perf_counter() - started
         if state is None:  # images is never empty; this satisfies the type checker
             raise ValueError("no image to apply")
         count = trees.count_instances(first.layout, first.event.study_uid, first.event.series_uid)
@@ -107,6 +124,8 @@ async def update_series(images: list[Image], deps: ClassifierDeps) -> None:
         return state
 
     changed = await advance(deps.kv, series_key(first.event.site, first.event.series_uid), step)
+    for value in seconds:
+        metrics.CLASSIFY_SECONDS.observe(value)
     metrics.OBJECTS_INDEXED.labels("changed" if changed else "unchanged").inc(len(images))
     if changed is not None:
         state, revision = changed
@@ -125,11 +144,22 @@ def read_header(path: Path) -> Dataset:
         raise BadInput("not_dicom", f"archived file unreadable ({type(err).__name__})") from err
 
 
-def index_instance(layout: Layout, event: InstanceStored, ds: Dataset, archive_file: Path) -> None:
-    """The links of one instance in ``raw/``, ``participants/`` and ``srs/``."""
+def index_instance(
+    layout: Layout,
+    event: InstanceStored,
+    ds: Dataset,
+    archive_file: Path,
+    studies_linked: set[tuple[str, str]],
+) -> None:
+    """The links of one instance in ``raw/``, ``participants/`` and ``srs/``.
+
+    ``studies_linked`` (site, study) skips the participant link already made for an earlier
+    image: the same link for every image of a study, and a symlink call is not free.
+    """
     trees.link_instance(layout, archive_file, event.study_uid, event.series_uid, event.sop_uid)
     patient_id = str(ds.get("PatientID", "") or "")
-    if patient_id:
+    if patient_id and (event.site, event.study_uid) not in studies_linked:
+        studies_linked.add((event.site, event.study_uid))
         name = trees.study_link_name(ds.get("StudyDate"), ds.get("StudyTime"))
         trees.link_participant(layout, patient_id, name, event.study_uid)
     if event.modality == "SR":

@@ -14,13 +14,26 @@ from services.classifier.handlers import ClassifierDeps, on_instances_stored
 from services.classifier.rulebook import RuleBook
 from services.classifier.state import BUCKET
 
-CONSUMER = ConsumerSpec(durable="classifier", ack_wait_seconds=60, max_ack_pending=256)
+BATCH = 256
+# One durable consumer per partition of the instance events (a partition holds whole series).
+# At most one batch of a partition is in flight (max_ack_pending = BATCH), so while one
+# replica works on a partition the others take other partitions: replicas share the work
+# without two of them racing on the same series' state. A replica that dies leaves its batch
+# unacknowledged, and another one gets it after ack_wait.
+CONSUMERS = [
+    ConsumerSpec(
+        durable=f"classifier-p{n:02d}", partition=n, ack_wait_seconds=60, max_ack_pending=BATCH
+    )
+    for n in range(InstanceStored.partitions)
+]
 
 
 async def report_lag(bus: Bus, ctx: ServiceContext) -> None:
     while not ctx.stop.is_set():
         with contextlib.suppress(*NATS_DOWN):
-            backlog = await bus.backlog(InstanceStored, CONSUMER.durable)
+            backlog = 0
+            for consumer in CONSUMERS:
+                backlog += await bus.backlog(InstanceStored, consumer.durable)
             metrics.CONSUMER_LAG.set(backlog)
             ctx.health.set_detail("consumer_backlog", backlog)
         with contextlib.suppress(TimeoutError):
@@ -42,11 +55,16 @@ async def classifier(ctx: ServiceContext) -> None:
     deps = ClassifierDeps(layouts, rules, await bus.kv(BUCKET, history=1), bus)
     ctx.health.set_check("nats", True)
     lag = asyncio.create_task(report_lag(bus, ctx))
+    handler = partial(on_instances_stored, deps=deps)
     try:
-        await bus.consume_batches(
-            InstanceStored, CONSUMER, partial(on_instances_stored, deps=deps), ctx.stop
+        await asyncio.gather(
+            *(
+                bus.consume_batches(InstanceStored, spec, handler, ctx.stop, batch=BATCH)
+                for spec in CONSUMERS
+            )
         )
     finally:
+        deps.reader.shutdown(wait=False)
         await lag
         if observer is not None:
             observer.stop()

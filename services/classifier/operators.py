@@ -11,7 +11,7 @@ operator is documented for admins in ``docs/classify-rules.md``.
 import math
 import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from collections.abc import Sequence as ListLike
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -170,7 +170,7 @@ def _finite(raw: int | float | Decimal) -> float | None:
 def element_value(dataset: Dataset, tag: int) -> Value | None:
     """The value of the top-level element ``tag`` of ``dataset``; None when it is absent."""
     try:
-        if tag not in dataset:
+        if tag not in dataset.keys():  # a dict lookup; `in dataset` converts the tag first
             return None
         raw = dataset[tag].value
     except _DECODE_ERRORS as err:
@@ -273,6 +273,32 @@ def resolve(spec: TagSpec, operands: Operands) -> Value | None:
     if value is None or spec.index is None:
         return value
     return value.at(spec.index)
+
+
+def raw_input(spec: TagSpec, dataset: Dataset, summary: Mapping[str, object]) -> Hashable:
+    """What ``spec`` reads for this image, before any decoding, as a dictionary key.
+
+    Two images with equal raw inputs (and equal character sets) resolve to equal values, which
+    lets a classification be reused without converting any element: much cheaper than
+    :func:`resolve`. Follows resolve()'s order: summary field, then keyword, then tag.
+    """
+    if spec.name is not None:
+        found = summary.get(spec.name)
+        if found is not None:
+            return found if isinstance(found, str) else repr(found)
+        tag = spec.keyword_tag
+    else:
+        tag = spec.tag
+    if tag is None:
+        return None
+    element = dataset.get_item(tag)  # a raw element stays raw: no conversion
+    if element is None:
+        return None
+    value = element.value
+    return (element.VR, value if isinstance(value, str | bytes | int | float) else repr(value))
+
+
+CHARSET = 0x00080005  # part of every raw key: the same bytes decode differently under another
 
 
 # ------------------------------------------------------------------------------ conditions

@@ -6,7 +6,7 @@ images update only what the original updated: the smallest SliceLocation, the la
 ``NumFiles`` (here: the exact count of distinct instances) and ``ClassifyType``.
 """
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from pydicom import Dataset
@@ -78,10 +78,13 @@ def _plain(value: Any) -> Any:
     return value if isinstance(value, int | float) else str(value)
 
 
+_FIELD_TAGS = {key: s if isinstance(s, BaseTag) else Tag(s) for key, s in FIELDS.items()}
+
+
 def read_field(ds: Dataset, source: str | BaseTag) -> str | None:
     """One summary field from the dataset, or None when the element is absent or empty."""
     tag = source if isinstance(source, BaseTag) else Tag(source)
-    if tag not in ds:
+    if tag not in ds.keys():  # keys(): a plain dict lookup, where `in ds` converts the tag
         return None
     value = ds[tag].value
     if value is None or value == "" or value == b"":
@@ -89,9 +92,9 @@ def read_field(ds: Dataset, source: str | BaseTag) -> str | None:
     return dicom_string(value)
 
 
-def fields_of(ds: Dataset) -> dict[str, str]:
-    """The summary fields this image provides."""
-    found = {key: read_field(ds, source) for key, source in FIELDS.items()}
+def fields_of(ds: Dataset, skip: Collection[str] = ()) -> dict[str, str]:
+    """The summary fields this image provides (except those in ``skip``)."""
+    found = {key: read_field(ds, tag) for key, tag in _FIELD_TAGS.items() if key not in skip}
     return {key: value for key, value in found.items() if value is not None}
 
 
@@ -101,8 +104,7 @@ def merge(
     """The summary after one more image: first image wins, except the accumulating fields."""
     summary: dict[str, Any] = dict(previous) if previous else {}
     first_image = not summary
-    for key, value in fields_of(ds).items():
-        summary.setdefault(key, value)
+    summary.update(fields_of(ds, skip=summary))  # the first image that has a field wins
     if first_image:
         level = siemens.os_level(ds.get("SoftwareVersions"))
         summary.update({"OSLevel": level} if level else {})

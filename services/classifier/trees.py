@@ -6,6 +6,7 @@ PatientID, dates and Manufacturer come from the sender, so they are made safe be
 become path components, like UIDs are in ``fiona_common.layout``.
 """
 
+import contextlib
 import os
 import re
 import uuid
@@ -37,14 +38,19 @@ def study_link_name(study_date: str | None, study_time: str | None) -> str:
 def ensure_link(link: Path, target: Path) -> bool:
     """Make ``link`` a relative symlink to ``target``; True if it had to be created or fixed."""
     relative = os.path.relpath(target, link.parent)
+    # The common case, a new link, costs one system call; the others are checked after.
     try:
-        if os.readlink(link) == relative:
-            return False
-    except OSError:
-        pass  # absent, or not a link: (re)created below
-    link.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        os.symlink(relative, link)
+        return True
+    except FileNotFoundError:
+        link.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    except FileExistsError:
+        with contextlib.suppress(OSError):  # not a link: replaced below
+            if os.readlink(link) == relative:
+                return False
+    # Another replica may create or fix the same link at the same moment: a private name
+    # renamed over the link is atomic, and the last writer's link is as good as the first's.
     tmp = link.with_name(f".{link.name}.{uuid.uuid4().hex[:12]}.tmp")
-    tmp.unlink(missing_ok=True)
     os.symlink(relative, tmp)
     os.replace(tmp, link)
     return True

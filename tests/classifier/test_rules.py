@@ -422,6 +422,25 @@ def test_same_image_twice_changes_nothing() -> None:
     assert (again.types, again.series_level_failed) == (first.types, first.series_level_failed)
 
 
+def test_remembered_outcomes_follow_every_input_the_rules_read() -> None:
+    # One RuleSet for all calls: outcomes it remembers must never answer for other inputs.
+    rules = rules_of(
+        {"id": "AX", "type": "axial", "rules": [ORIENTATIONS[0]["rules"][0]]},
+        {"type": "T2", "rules": [{"tag": ["SeriesDescription"], "value": "T2"}]},
+        {"type": "thin", "rules": [{"tag": ["SliceThickness"], "operator": "<", "value": 2}]},
+        {"type": "not-axial", "rules": [{"notrule": "AX"}]},
+    )
+    thin, thick = oriented(AXIAL), oriented(CORONAL)
+    thin.SliceThickness, thick.SliceThickness = "1", "3"
+    for _ in range(2):
+        assert classify(rules, thin).types == ["axial", "T2", "thin"]
+        assert classify(rules, thick).types == ["T2", "not-axial"]
+        assert classify(rules, thin, summary={"SliceThickness": "5"}).types == ["axial", "T2"]
+        assert classify(rules, thick, previous=["x"]).types == ["x", "T2", "not-axial"]
+        assert classify(rules, thick, previous=["T2"], failed=["T2"]).types == ["not-axial"]
+    assert len(rules.outcomes) == 5
+
+
 # ------------------------------------------------------------------------------ derived types
 
 

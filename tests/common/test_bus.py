@@ -8,7 +8,7 @@ from nats.aio.msg import Msg
 
 from fiona_common.bus import STREAMS, ConsumerSpec, connect
 from fiona_common.errors import BadInput
-from fiona_common.messages import InstanceStored
+from fiona_common.messages import InstanceStored, partition_of
 from tests.builders import instance_stored
 from tests.peers import NatsServer
 
@@ -42,7 +42,8 @@ async def test_consumer_acks_good_messages_and_terminates_bad_ones(
     bus = await connect(nats_server.url, "test")
     await bus.ensure_streams()
     await bus.publish(instance_stored("1.2.3.4.7"))
-    await bus.js.publish("fiona.instance.stored", b'{"schema": 1, "garbage": true}')
+    garbage_subject = instance_stored("1.2.3.4.7").routed_subject  # same partition
+    await bus.js.publish(garbage_subject, b'{"schema": 1, "garbage": true}')
     await bus.publish(instance_stored("1.2.3.4.8"))
     seen: list[str] = []
     refused: list[str] = []
@@ -66,6 +67,64 @@ async def test_consumer_acks_good_messages_and_terminates_bad_ones(
             break
         await asyncio.sleep(0.05)
     assert info.num_pending == 0 and info.num_ack_pending == 0
+    await bus.nc.close()
+
+
+async def test_a_partition_consumer_sees_whole_series_and_only_its_own(
+    nats_server: NatsServer,
+) -> None:
+    bus = await connect(nats_server.url, "test")
+    await bus.ensure_streams()
+    events = [
+        instance_stored(f"1.2.3.{series}.{n}").model_copy(update={"series_uid": f"1.2.3.{series}"})
+        for series in range(40)
+        for n in range(3)
+    ]
+    assert all(await bus.publish_many(list(events)))
+    partition = partition_of("1.2.3.0", InstanceStored.partitions)
+    mine = [e.sop_uid for e in events if partition_of(e.series_uid, 16) == partition]
+    assert 3 <= len(mine) < len(events)  # 40 series do not all fall into one partition
+    seen: list[str] = []
+    stop = asyncio.Event()
+
+    async def handler(event: InstanceStored) -> None:
+        seen.append(event.sop_uid)
+        if len(seen) == len(mine):
+            stop.set()
+
+    spec = ConsumerSpec(durable="test-partition", partition=partition)
+    await asyncio.wait_for(bus.consume(InstanceStored, spec, handler, stop), 20)
+    assert seen == mine
+    assert events[0].routed_subject == f"fiona.instance.stored.{partition}"
+    assert InstanceStored.subject_filter() == "fiona.instance.stored.>"
+    # Documented in docs/events.md: integrators may compute it, so it must never change.
+    assert partition_of("1.2.826.0.1.3680043.2.1125.1", 16) == 8
+    await bus.nc.close()
+
+
+async def test_slow_handling_within_ack_wait_is_not_redelivered(nats_server: NatsServer) -> None:
+    # Regression: a consumer BackOff list replaced ack_wait by its first value (1 s), so every
+    # batch that took longer than a second was delivered a second time while in hand.
+    bus = await connect(nats_server.url, "test")
+    await bus.ensure_streams()
+    assert all(await bus.publish_many([instance_stored(f"1.2.3.4.{n}") for n in range(3)]))
+    handled: list[str] = []
+    stop = asyncio.Event()
+
+    async def slow(events: list[InstanceStored]) -> list[BadInput | None]:
+        await asyncio.sleep(1.5)
+        handled.extend(e.sop_uid for e in events)
+        if len(handled) >= 3:
+            stop.set()
+        return [None] * len(events)
+
+    spec = ConsumerSpec(durable="test-slow", ack_wait_seconds=10)
+    replicas = [bus.consume_batches(InstanceStored, spec, slow, stop) for _ in range(2)]
+    await asyncio.wait_for(asyncio.gather(*replicas), 20)  # one is idle, asking for more
+    await bus.nc.flush()
+    info = await bus.js.consumer_info("FIONA_INSTANCES", "test-slow")
+    assert sorted(handled) == ["1.2.3.4.0", "1.2.3.4.1", "1.2.3.4.2"]  # none twice
+    assert info.delivered.consumer_seq == 3  # each delivered once
     await bus.nc.close()
 
 

@@ -52,9 +52,11 @@ def test_hostile_uid_never_becomes_a_path(tmp_path: Path) -> None:
 
 def test_resolve_refuses_paths_outside_the_data_directory(tmp_path: Path) -> None:
     layout = Layout(tmp_path)
-    assert layout.resolve("site/archive/x") == tmp_path.resolve() / "site/archive/x"
-    with pytest.raises(BadInput):
-        layout.resolve("../outside")
+    assert layout.resolve("site/archive/x") == tmp_path / "site/archive/x"
+    assert layout.resolve("site/./archive//x") == tmp_path / "site/archive/x"
+    for hostile in ("../outside", "site/../../outside", "/etc/passwd", "..", ".", ""):
+        with pytest.raises(BadInput):
+            layout.resolve(hostile)
 
 
 def test_directories_are_created_without_world_access(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import nats
 import pydicom
 
+from fiona_common.messages import InstanceStored
 from tests.builders import new_uid, write_series
 from tests.fiona_process import Classifier, Receiver, read_events
 from tests.integration.conftest import wait_until
@@ -95,7 +96,7 @@ def republish(nats_url: str, events: list[dict]) -> None:
         js = nc.jetstream()
         for n, event in enumerate(events):
             await js.publish(
-                "fiona.instance.stored",
+                InstanceStored.model_validate(event).routed_subject,
                 json.dumps(event).encode(),
                 headers={"Nats-Msg-Id": f"replay-{n}"},
             )
@@ -107,8 +108,10 @@ def republish(nats_url: str, events: list[dict]) -> None:
 def consumer_idle(nats_url: str) -> bool:
     async def pending() -> int:
         nc = await nats.connect(nats_url)
-        info = await nc.jetstream().consumer_info("FIONA_INSTANCES", "classifier")
+        consumers = await nc.jetstream().consumers_info("FIONA_INSTANCES")
         await nc.close()
-        return (info.num_pending or 0) + (info.num_ack_pending or 0)
+        partitions = [c for c in consumers if c.name.startswith("classifier-p")]
+        assert len(partitions) == InstanceStored.partitions
+        return sum((c.num_pending or 0) + (c.num_ack_pending or 0) for c in partitions)
 
     return asyncio.run(pending()) == 0

@@ -142,3 +142,21 @@ class Classifier(FionaService):
             **(extra or {}),
         }
         super().__init__(workdir, "classifier", settings, http_port)
+
+
+class Arrival(FionaService):
+    """The arrival service, short quiet periods unless ``extra`` says otherwise."""
+
+    def __init__(
+        self, workdir: Path, datadir: Path, nats_url: str, extra: dict[str, str] | None = None
+    ) -> None:
+        http_port = free_port()
+        settings = {
+            "FIONA_DATADIR": str(datadir),
+            "FIONA_NATS_URL": nats_url,
+            "FIONA_ARRIVAL__HTTP_PORT": str(http_port),
+            "FIONA_ARRIVAL__QUIET_SECONDS": "1.5",
+            "FIONA_ARRIVAL__GRACE_SECONDS": "0.3",
+            **(extra or {}),
+        }
+        super().__init__(workdir, "arrival", settings, http_port)

@@ -13,6 +13,7 @@ from fiona_common.settings import Settings
 SERVICES: dict[str, str] = {
     "receiver": "services.receiver.main",
     "classifier": "services.classifier.main",
+    "arrival": "services.arrival.main",
 }
 
 
@@ -69,6 +70,13 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_complete(args: argparse.Namespace) -> int:
+    from services.arrival.force import force_complete
+
+    print(force_complete(_settings(args), args.study_uid, args.site))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fiona",
@@ -96,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="show for each rule whether it matched, or the condition it failed",
     )
+    complete = add("complete", cmd_complete, "declare a study in flight complete now (forced)")
+    complete.add_argument("study_uid", metavar="STUDY_UID")
+    complete.add_argument("--site", default="default", help="SITES project (default: default)")
     status = add("status", cmd_status, "show each service's health; non-zero exit if unhealthy")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     return parser

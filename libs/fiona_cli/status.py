@@ -16,7 +16,11 @@ from fiona_common.settings import Settings
 
 def service_ports(settings: Settings) -> dict[str, int]:
     """Where each service serves /readyz (from its settings section)."""
-    return {"receiver": settings.receiver.http_port, "classifier": settings.classifier.http_port}
+    return {
+        "receiver": settings.receiver.http_port,
+        "classifier": settings.classifier.http_port,
+        "arrival": settings.arrival.http_port,
+    }
 
 
 def probe(port: int, timeout: float = 2.0) -> dict[str, Any]:

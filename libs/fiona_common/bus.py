@@ -56,6 +56,7 @@ class StreamSpec:
 STREAMS: list[StreamSpec] = [
     StreamSpec(name="FIONA_INSTANCES", subjects=["fiona.instance.>"]),
     StreamSpec(name="FIONA_SERIES", subjects=["fiona.series.>"]),
+    StreamSpec(name="FIONA_STUDIES", subjects=["fiona.study.>"]),
 ]
 
 

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 from fiona_common.errors import BadInput
+from fiona_common.logs import short_hash
 
 # Digits and dots, no empty component, at most 64 characters (PS3.5 9.1). Components with a
 # leading zero are invalid in the standard but harmless as paths and seen from real scanners,
@@ -154,3 +155,14 @@ def write_atomic(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._^ -]")
+
+
+def safe_component(value: str, fallback: str = "_") -> str:
+    """``value`` as one path component: unsafe characters replaced, never ``.``/``..``/hidden."""
+    cleaned = _UNSAFE.sub("_", value.strip())[:64]
+    if not cleaned or cleaned.startswith("."):
+        return f"{fallback}{short_hash(value)}" if value else fallback
+    return cleaned

@@ -121,3 +121,96 @@ class SeriesUpdated(Event):
 
     def msg_id(self) -> str:
         return f"series.updated:{self.site}:{self.series_uid}:{self.revision}"
+
+
+class CompletionReason(StrEnum):
+    """Why the arrival service declared a series or study complete."""
+
+    QUIET = "quiet"  # nothing arrived for the quiet period
+    EXPECTED_COUNT = "expected-count"  # the count the data announced arrived, then a short grace
+    TIMEOUT_INCOMPLETE = "timeout-incomplete"  # open too long: completed as it is, flagged
+    FORCED = "forced"  # an admin said so (``fiona arrival complete``)
+
+
+class SeriesComplete(Event):
+    """A series has fully arrived (arrival); a later revision follows a reopen."""
+
+    subject: ClassVar[str] = "fiona.series.complete"
+    stream: ClassVar[str] = "FIONA_SERIES"
+
+    site: str
+    study_uid: DicomUid
+    series_uid: DicomUid
+    revision: int = Field(description="1 for the first completion, +1 after each reopen")
+    num_files: int = Field(description="distinct instances received")
+    expected: int | None = Field(description="the count the data announced, if any")
+    reason: CompletionReason
+    calling_aet: str
+    first_received_at: datetime
+    last_received_at: datetime
+    completed_at: datetime
+
+    def msg_id(self) -> str:
+        return f"series.complete:{self.site}:{self.series_uid}:{self.revision}"
+
+
+class SeriesReopened(Event):
+    """An instance arrived for a series already declared complete (arrival)."""
+
+    subject: ClassVar[str] = "fiona.series.reopened"
+    stream: ClassVar[str] = "FIONA_SERIES"
+
+    site: str
+    study_uid: DicomUid
+    series_uid: DicomUid
+    revision: int = Field(description="the completed revision that is reopened")
+
+    def msg_id(self) -> str:
+        return f"series.reopened:{self.site}:{self.series_uid}:{self.revision}"
+
+
+class SeriesCount(BaseModel):
+    """One series in a :class:`StudyComplete`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    series_uid: DicomUid
+    num_files: int
+    expected: int | None
+    reason: CompletionReason
+
+
+class StudyComplete(Event):
+    """A study has fully arrived: all its series complete and the study quiet (arrival)."""
+
+    subject: ClassVar[str] = "fiona.study.complete"
+    stream: ClassVar[str] = "FIONA_STUDIES"
+
+    site: str
+    study_uid: DicomUid
+    revision: int = Field(description="1 for the first completion, +1 after each reopen")
+    num_files: int
+    series: list[SeriesCount]
+    reason: CompletionReason
+    incomplete: bool = Field(description="a series timed out short of its expected count")
+    calling_aets: list[str]
+    first_received_at: datetime
+    last_received_at: datetime
+    completed_at: datetime
+
+    def msg_id(self) -> str:
+        return f"study.complete:{self.site}:{self.study_uid}:{self.revision}"
+
+
+class StudyReopened(Event):
+    """An instance arrived for a study already declared complete (arrival)."""
+
+    subject: ClassVar[str] = "fiona.study.reopened"
+    stream: ClassVar[str] = "FIONA_STUDIES"
+
+    site: str
+    study_uid: DicomUid
+    revision: int = Field(description="the completed revision that is reopened")
+
+    def msg_id(self) -> str:
+        return f"study.reopened:{self.site}:{self.study_uid}:{self.revision}"

@@ -107,6 +107,27 @@ class ClassifierSettings(BaseModel):
         return _lower_keys(data)
 
 
+class ArrivalSettings(BaseModel):
+    """The arrival service (``FIONA_ARRIVAL__*``): when series and studies are complete."""
+
+    http_port: int = 9103
+    quiet_seconds: float = Field(default=15.0, gt=0)
+    # None: the longest quiet period of the study's series.
+    study_quiet_seconds: float | None = Field(default=None, gt=0)
+    # After the count a series announced has arrived, wait this long for stragglers.
+    grace_seconds: float = Field(default=2.0, ge=0)
+    # Open longer than this (from its first instance): completed as "timeout-incomplete".
+    max_open_seconds: float = Field(default=3600.0, gt=0)
+    # Quiet periods per calling AE title and per project (SITES name); the project wins.
+    quiet_seconds_by_aet: dict[str, float] = Field(default_factory=dict)
+    quiet_seconds_by_site: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lower(cls, data: Any) -> Any:
+        return _lower_keys(data)
+
+
 class Settings(BaseSettings):
     """All of FIONA's settings; built once per process by :meth:`load`."""
 
@@ -130,6 +151,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     receiver: ReceiverSettings = Field(default_factory=ReceiverSettings)
     classifier: ClassifierSettings = Field(default_factory=ClassifierSettings)
+    arrival: ArrivalSettings = Field(default_factory=ArrivalSettings)
     config_file: Path | None = None
     extras: dict[str, Any] = Field(default_factory=dict, exclude=True)
 

@@ -10,13 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from fiona_common.errors import Unavailable
+from fiona_common.kvstate import cas_update
 
 BUCKET = "fiona_series"
-MAX_ATTEMPTS = 50
 
 
 @dataclass
@@ -48,19 +46,9 @@ async def advance(
     ``step`` is called again after a conflict, with the state another replica just wrote, so it
     must only compute (any counting it does is then done again, after the other write).
     """
-    for _ in range(MAX_ATTEMPTS):
-        try:
-            entry = await kv.get(key)
-            current, revision = SeriesState.decode(entry.value or b"{}"), entry.revision
-        except KeyNotFoundError:
-            current, revision = None, None
-        new = step(current)
-        if current is not None and new.encode() == current.encode():
-            return None
-        try:
-            if revision is None:
-                return new, await kv.create(key, new.encode())
-            return new, await kv.update(key, new.encode(), last=revision)
-        except KeyWrongLastSequenceError:
-            continue  # another replica won this round: recompute from its state
-    raise Unavailable(f"series state {key}: no update won in {MAX_ATTEMPTS} attempts")
+
+    def encoded_step(current: bytes | None) -> bytes:
+        return step(SeriesState.decode(current) if current is not None else None).encode()
+
+    result = await cas_update(kv, key, encoded_step)
+    return None if result is None else (SeriesState.decode(result[0]), result[1])

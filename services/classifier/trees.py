@@ -12,20 +12,10 @@ import re
 import uuid
 from pathlib import Path
 
-from fiona_common.layout import DIR_MODE, Layout
-from fiona_common.logs import short_hash
+from fiona_common.layout import DIR_MODE, Layout, safe_component
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._^ -]")
 _DATE_TIME = re.compile(r"[0-9.]{1,26}")
 UNKNOWN_DATE_TIME = "unknown_unknown"  # the original's name when StudyDate/StudyTime are missing
-
-
-def safe_component(value: str, fallback: str = "_") -> str:
-    """``value`` as one path component: unsafe characters replaced, never ``.``/``..``/hidden."""
-    cleaned = _UNSAFE.sub("_", value.strip())[:64]
-    if not cleaned or cleaned.startswith("."):
-        return f"{fallback}{short_hash(value)}" if value else fallback
-    return cleaned
 
 
 def study_link_name(study_date: str | None, study_time: str | None) -> str:

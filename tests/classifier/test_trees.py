@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from fiona_common.layout import Layout
+from fiona_common.layout import Layout, safe_component
 from services.classifier import trees
 
 
@@ -12,12 +12,12 @@ from services.classifier import trees
     [("SUBJ01", "SUBJ01"), ("Doe^Jane 1", "Doe^Jane 1"), ("a/b", "a_b")],
 )
 def test_patient_ids_become_safe_folder_names(patient_id: str, expected: str) -> None:
-    assert trees.safe_component(patient_id) == expected
+    assert safe_component(patient_id) == expected
 
 
 @pytest.mark.parametrize("hostile", ["..", ".", "../../etc", ".hidden", "/"])
 def test_hostile_patient_ids_never_escape(hostile: str) -> None:
-    name = trees.safe_component(hostile)
+    name = safe_component(hostile)
     assert "/" not in name and not name.startswith(".")
 
 

@@ -57,6 +57,7 @@ STREAMS: list[StreamSpec] = [
     StreamSpec(name="FIONA_INSTANCES", subjects=["fiona.instance.>"]),
     StreamSpec(name="FIONA_SERIES", subjects=["fiona.series.>"]),
     StreamSpec(name="FIONA_STUDIES", subjects=["fiona.study.>"]),
+    StreamSpec(name="FIONA_TRANSFERS", subjects=["fiona.transfer.>"]),
 ]
 
 

@@ -61,6 +61,17 @@ class Event(BaseModel):
         return cls.model_validate_json(data)
 
 
+def event_types() -> dict[str, type[Event]]:
+    """Every event class by name (for events stored as JSON, e.g. in an outbox)."""
+    found: dict[str, type[Event]] = {}
+    pending: list[type[Event]] = [Event]
+    while pending:
+        for cls in pending.pop().__subclasses__():
+            found[cls.__name__] = cls
+            pending.append(cls)
+    return found
+
+
 def partition_of(key: str, partitions: int) -> int:
     """Stable across processes and versions (CRC-32, not Python's salted hash)."""
     return zlib.crc32(key.encode()) % partitions
@@ -214,3 +225,48 @@ class StudyReopened(Event):
 
     def msg_id(self) -> str:
         return f"study.reopened:{self.site}:{self.study_uid}:{self.revision}"
+
+
+class TransferRequested(Event):
+    """A study is to be pseudonymized for a project and delivered (redcap_sync -> exporter)."""
+
+    subject: ClassVar[str] = "fiona.transfer.requested"
+    stream: ClassVar[str] = "FIONA_TRANSFERS"
+
+    transfer_id: str = Field(description="stable per (study, project, participant, event)")
+    request_no: int = Field(description="grows with each (re)request of the same transfer")
+    site: str
+    study_uid: DicomUid
+    project: str
+    # Named "participant" on the wire: "subject" is the event's NATS subject here.
+    participant: str = Field(alias="participant_id", description="the pseudonym")
+    event: str = Field(description="the project's visit/event name, may be empty")
+    revision: int = Field(description="the study's arrival revision to send")
+    reason: str = Field(description="routing, coupling, autoid, manual, retry, reopened...")
+
+    def msg_id(self) -> str:
+        return f"transfer.requested:{self.transfer_id}:{self.request_no}"
+
+
+class TransferOutcome(StrEnum):
+    STARTED = "started"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class TransferResult(Event):
+    """What became of a transfer request (exporter -> redcap_sync)."""
+
+    subject: ClassVar[str] = "fiona.transfer.result"
+    stream: ClassVar[str] = "FIONA_TRANSFERS"
+
+    transfer_id: str
+    request_no: int
+    site: str
+    study_uid: DicomUid
+    outcome: TransferOutcome
+    error: str = ""
+    details: dict[str, object] = Field(default_factory=dict)
+
+    def msg_id(self) -> str:
+        return f"transfer.result:{self.transfer_id}:{self.request_no}:{self.outcome.value}"

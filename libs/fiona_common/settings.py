@@ -128,6 +128,28 @@ class ArrivalSettings(BaseModel):
         return _lower_keys(data)
 
 
+class RedcapSyncSettings(BaseModel):
+    """The redcap_sync service (``FIONA_REDCAP_SYNC__*``): projects, routing, assignment."""
+
+    http_port: int = 9104
+    # Projects and routing rules (JSON); empty: <DATADIR>/config/projects.json.
+    projects_file: Path | None = None
+    # Secret for the keyed hashes of patient identifiers (AutoID lookup, registry); empty:
+    # <DATADIR>/state/secrets/identity.key, created on first use (mode 0600).
+    key_file: Path | None = None
+    # Bearer token of the HTTP API (/api/...); empty: the API is off.
+    api_token_file: Path | None = None
+    coupling_max_age_days: float = Field(default=14.0, gt=0)
+    # A failed transfer is requested again this many times, then given up.
+    max_attempts: int = Field(default=3, ge=1)
+    retry_delay_seconds: float = Field(default=300.0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lower(cls, data: Any) -> Any:
+        return _lower_keys(data)
+
+
 class Settings(BaseSettings):
     """All of FIONA's settings; built once per process by :meth:`load`."""
 
@@ -152,6 +174,7 @@ class Settings(BaseSettings):
     receiver: ReceiverSettings = Field(default_factory=ReceiverSettings)
     classifier: ClassifierSettings = Field(default_factory=ClassifierSettings)
     arrival: ArrivalSettings = Field(default_factory=ArrivalSettings)
+    redcap_sync: RedcapSyncSettings = Field(default_factory=RedcapSyncSettings)
     config_file: Path | None = None
     extras: dict[str, Any] = Field(default_factory=dict, exclude=True)
 

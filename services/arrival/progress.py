@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from fiona_common import outbox
 from fiona_common.messages import (
     CompletionReason,
     Event,
@@ -184,9 +185,7 @@ def apply_expected(
 
 
 def post_event(study: StudyProgress, event: Event) -> None:
-    study.outbox.append(
-        {"type": type(event).__name__, "event": event.model_dump(mode="json", by_alias=True)}
-    )
+    outbox.post(study.outbox, event)
 
 
 def expected_from_summary(summary: dict[str, Any]) -> ExpectedCount | None:

@@ -21,6 +21,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KV_DEL, KV_PURGE
 
+from fiona_common import outbox
 from fiona_common.bus import NATS_DOWN
 from fiona_common.errors import Unavailable
 from fiona_common.kvstate import cas_update
@@ -30,7 +31,6 @@ from fiona_common.messages import (
     SeriesComplete,
     SeriesReopened,
     StudyComplete,
-    StudyReopened,
 )
 from fiona_common.metrics import Health
 from services.arrival import metrics
@@ -41,9 +41,6 @@ from services.arrival.progress import Status, StudyProgress
 
 log = logging.getLogger(__name__)
 
-EVENT_TYPES: dict[str, type[Event]] = {
-    t.__name__: t for t in (SeriesComplete, SeriesReopened, StudyComplete, StudyReopened)
-}
 IDLE_WAKE_SECONDS = 1.0
 HELD_BACK_WAKE_SECONDS = 0.2
 
@@ -126,39 +123,18 @@ class Sweeper:
 
     async def publish_outbox(self, key: str) -> bool:
         """Publish the events in the study's outbox, then take them out; True if any."""
-        try:
-            entry = await self.deps.kv.get(key)
-        except KeyNotFoundError:
-            return False
-        study = StudyProgress.decode(entry.value or b"{}")
-        if not study.outbox:
-            return False
-        published = set()
-        for item in study.outbox:
-            event = EVENT_TYPES[item["type"]].model_validate(item["event"])
-            await self.deps.bus.publish(event)
-            published.add(event.msg_id())
-        if study.status is Status.COMPLETE:
+
+        async def remove_finished_markers(study: StudyProgress) -> None:
             layout = self.deps.layouts.get(study.site)
-            if layout is not None:
+            if study.status is Status.COMPLETE and layout is not None:
                 await asyncio.to_thread(remove_markers, layout, study)
-        removed: list[Event] = []
 
-        def step(current: bytes | None) -> bytes | None:
-            if current is None:
-                return None
-            latest = StudyProgress.decode(current)
-            items = [(EVENT_TYPES[i["type"]].model_validate(i["event"]), i) for i in latest.outbox]
-            removed[:] = [e for e, _ in items if e.msg_id() in published]
-            if not removed:
-                return None
-            latest.outbox = [i for e, i in items if e.msg_id() not in published]
-            return latest.encode()
-
-        if await cas_update(self.deps.kv, key, step):
-            for event in removed:
-                self._account(event)
-        return True
+        removed = await outbox.flush(
+            self.deps.kv, key, self.deps.bus, StudyProgress.decode, remove_finished_markers
+        )
+        for event in removed:
+            self._account(event)
+        return bool(removed)
 
     def _account(self, event: Event) -> None:
         # Counted by the replica whose write took the event out of the outbox: once.

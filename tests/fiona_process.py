@@ -160,3 +160,28 @@ class Arrival(FionaService):
             **(extra or {}),
         }
         super().__init__(workdir, "arrival", settings, http_port)
+
+
+class RedcapSync(FionaService):
+    """The redcap_sync service with its projects file and identity key under ``workdir``."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        datadir: Path,
+        nats_url: str,
+        projects: Path,
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        http_port = free_port()
+        settings = {
+            "FIONA_DATADIR": str(datadir),
+            "FIONA_NATS_URL": nats_url,
+            "FIONA_REDCAP_SYNC__HTTP_PORT": str(http_port),
+            "FIONA_REDCAP_SYNC__PROJECTS_FILE": str(projects),
+            "FIONA_REDCAP_SYNC__KEY_FILE": str(workdir.parent / "identity.key"),
+            "FIONA_REDCAP_SYNC__REEVALUATE_SECONDS": "1",
+            "FIONA_REDCAP_SYNC__RETRY_DELAY_SECONDS": "1",
+            **(extra or {}),
+        }
+        super().__init__(workdir, "redcap-sync", settings, http_port)

@@ -14,6 +14,7 @@ SERVICES: dict[str, str] = {
     "receiver": "services.receiver.main",
     "classifier": "services.classifier.main",
     "arrival": "services.arrival.main",
+    "redcap_sync": "services.redcap_sync.main",
 }
 
 
@@ -77,6 +78,32 @@ def cmd_complete(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_assign(args: argparse.Namespace) -> int:
+    from services.redcap_sync.cli import assign_study
+
+    settings = _settings(args)
+    print(assign_study(settings, args.study_uid, args.project, args.subject, args.event, args.site))
+    return 0
+
+
+def cmd_studies(args: argparse.Namespace) -> int:
+    from services.redcap_sync.cli import list_studies
+
+    lines = list_studies(_settings(args), args.all, args.clear)
+    print("\n".join(lines) if lines else "(no studies)")
+    return 0
+
+
+def cmd_coupling(args: argparse.Namespace) -> int:
+    from services.redcap_sync.cli import import_coupling
+
+    stored, bad = import_coupling(_settings(args), Path(args.file))
+    for problem in bad:
+        print(f"{args.file}: {problem}", file=sys.stderr)
+    print(f"{stored} coupling entries stored, {len(bad)} rows refused")
+    return 1 if bad else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fiona",
@@ -107,6 +134,20 @@ def build_parser() -> argparse.ArgumentParser:
     complete = add("complete", cmd_complete, "declare a study in flight complete now (forced)")
     complete.add_argument("study_uid", metavar="STUDY_UID")
     complete.add_argument("--site", default="default", help="SITES project (default: default)")
+    assign = add("assign", cmd_assign, "assign a complete study to a project and participant")
+    assign.add_argument("study_uid", metavar="STUDY_UID")
+    assign.add_argument("--project", required=True)
+    assign.add_argument("--subject", required=True, help="participant ID (the pseudonym)")
+    assign.add_argument("--event", default="", help="the project's event (visit) name")
+    assign.add_argument("--site", default="default", help="SITES project (default: default)")
+    studies = add("studies", cmd_studies, "list complete studies that are not assigned yet")
+    studies.add_argument("--all", action="store_true", help="assigned ones too, with transfers")
+    studies.add_argument(
+        "--clear", action="store_true", help="show PatientID/Name in clear (this host only)"
+    )
+    couple = add("coupling", cmd_coupling, "import a coupling list (CSV)")
+    couple.add_argument("action", choices=["import"])
+    couple.add_argument("file", metavar="FILE")
     status = add("status", cmd_status, "show each service's health; non-zero exit if unhealthy")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     return parser

@@ -20,6 +20,7 @@ def service_ports(settings: Settings) -> dict[str, int]:
         "receiver": settings.receiver.http_port,
         "classifier": settings.classifier.http_port,
         "arrival": settings.arrival.http_port,
+        "redcap_sync": settings.redcap_sync.http_port,
     }
 
 

@@ -22,7 +22,7 @@ from nats.js.errors import APIError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
-from fiona_common.errors import BadInput, Unavailable
+from fiona_common.errors import BadInput, Later, Unavailable
 from fiona_common.messages import Event
 
 log = logging.getLogger(__name__)
@@ -305,6 +305,9 @@ async def _settle(
     except Unavailable as err:
         log.warning("dependency unavailable, will retry", extra={"error": str(err)})
         await msg.nak(delay=5.0)
+        return
+    except Later as later:
+        await msg.nak(delay=later.seconds)
         return
     except Exception:  # the consume-loop boundary: log once, let JetStream redeliver
         log.exception("handler failed", extra={"subject": msg.subject})

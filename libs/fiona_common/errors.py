@@ -27,5 +27,14 @@ class Unavailable(FionaError):
     """A dependency is down or full; the same work may succeed later."""
 
 
+class Later(FionaError):
+    """The message is handled for now but must come back after ``seconds`` (a durable timer:
+    the bus holds it unacknowledged and redelivers it then)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"again in {seconds:.0f} s")
+        self.seconds = seconds
+
+
 class ConfigError(FionaError):
     """Configuration is missing or invalid."""

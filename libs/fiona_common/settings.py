@@ -143,6 +143,8 @@ class RedcapSyncSettings(BaseModel):
     # A failed transfer is requested again this many times, then given up.
     max_attempts: int = Field(default=3, ge=1)
     retry_delay_seconds: float = Field(default=300.0, ge=0)
+    # How often unassigned studies are tried again (a coupling list or rule may have come).
+    reevaluate_seconds: float = Field(default=60.0, gt=0)
 
     @model_validator(mode="before")
     @classmethod

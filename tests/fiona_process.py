@@ -170,18 +170,20 @@ class RedcapSync(FionaService):
         workdir: Path,
         datadir: Path,
         nats_url: str,
-        projects: Path,
+        projects: Path | None,
         extra: dict[str, str] | None = None,
     ) -> None:
+        """``projects`` None: the defaults (demo project and key written in ``datadir``)."""
         http_port = free_port()
         settings = {
             "FIONA_DATADIR": str(datadir),
             "FIONA_NATS_URL": nats_url,
             "FIONA_REDCAP_SYNC__HTTP_PORT": str(http_port),
-            "FIONA_REDCAP_SYNC__PROJECTS_FILE": str(projects),
-            "FIONA_REDCAP_SYNC__KEY_FILE": str(workdir.parent / "identity.key"),
             "FIONA_REDCAP_SYNC__REEVALUATE_SECONDS": "1",
             "FIONA_REDCAP_SYNC__RETRY_DELAY_SECONDS": "1",
             **(extra or {}),
         }
+        if projects is not None:
+            settings["FIONA_REDCAP_SYNC__PROJECTS_FILE"] = str(projects)
+            settings["FIONA_REDCAP_SYNC__KEY_FILE"] = str(workdir.parent / "identity.key")
         super().__init__(workdir, "redcap-sync", settings, http_port)

@@ -10,6 +10,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -81,10 +82,42 @@ class ErrorRecorder(logging.Handler):
         self.health.record_error(f"{record.name}: {record.getMessage()}")
 
 
-def _handler_for(health: Health, registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
+# (method, path with query, headers, body) -> (HTTP status, JSON-able answer)
+ApiHandler = Callable[[str, str, Mapping[str, str], bytes], tuple[int, Any]]
+MAX_API_BODY = 1 << 20
+
+
+class Api:
+    """The service's own JSON routes under ``/api/``; set by the service body when ready."""
+
+    def __init__(self) -> None:
+        self.handler: ApiHandler | None = None
+
+
+def _handler_for(
+    health: Health, registry: CollectorRegistry, api: Api
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self._api("POST")
+
+        def _api(self, method: str) -> None:
+            if api.handler is None:
+                self._send(404, b'{"error": "no API here"}', "application/json")
+                return
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_API_BODY:
+                self._send(413, b'{"error": "body too large"}', "application/json")
+                return
+            body = self.rfile.read(length) if length else b""
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            code, answer = api.handler(method, self.path, headers, body)
+            self._send(code, json.dumps(answer).encode(), "application/json")
+
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            if self.path == "/metrics":
+            if self.path.startswith("/api/"):
+                self._api("GET")
+            elif self.path == "/metrics":
                 self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
             elif self.path == "/healthz":
                 self._send(200 if health.alive else 503, b"ok\n" if health.alive else b"dead\n")
@@ -120,13 +153,19 @@ def default_registry() -> CollectorRegistry:
 
 
 class HttpServer:
-    """Serves the three endpoints from a daemon thread."""
+    """Serves the three endpoints (and a service's ``/api/`` routes) from a daemon thread."""
 
     def __init__(
-        self, host: str, port: int, health: Health, registry: CollectorRegistry | None = None
+        self,
+        host: str,
+        port: int,
+        health: Health,
+        registry: CollectorRegistry | None = None,
+        api: Api | None = None,
     ) -> None:
         registry = registry or default_registry()
-        self._server = ThreadingHTTPServer((host, port), _handler_for(health, registry))
+        handler = _handler_for(health, registry, api or Api())
+        self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="http")
 

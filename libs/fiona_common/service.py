@@ -4,10 +4,10 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fiona_common.logs import configure_logging
-from fiona_common.metrics import ErrorRecorder, Health, HttpServer
+from fiona_common.metrics import Api, ErrorRecorder, Health, HttpServer
 from fiona_common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,7 @@ class ServiceContext:
     settings: Settings
     health: Health
     stop: asyncio.Event
+    api: Api = field(default_factory=Api)  # set api.handler to serve JSON under /api/
 
     @property
     def nats_url(self) -> str:
@@ -40,10 +41,11 @@ def run_service(name: str, settings: Settings, http_port: int, body: ServiceBody
     configure_logging(name, settings.log_level)
     health = Health(name)
     logging.getLogger().addHandler(ErrorRecorder(health))
-    http = HttpServer(settings.http_host, http_port, health).start()
+    api = Api()
+    http = HttpServer(settings.http_host, http_port, health, api=api).start()
     log.info("service starting", extra={"http_port": http.port})
     try:
-        asyncio.run(_main(ServiceContext(name, settings, health, asyncio.Event()), body))
+        asyncio.run(_main(ServiceContext(name, settings, health, asyncio.Event(), api), body))
     finally:
         http.stop()
     log.info("service stopped")

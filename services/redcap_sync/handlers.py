@@ -12,7 +12,7 @@ from fiona_common.errors import BadInput, Later, Unavailable
 from fiona_common.layout import Layout, checked_uid
 from fiona_common.messages import StudyComplete, TransferResult
 from fiona_common.settings import RedcapSyncSettings
-from services.redcap_sync import autoid, coupling
+from services.redcap_sync import autoid, coupling, metrics
 from services.redcap_sync.identity import Identity
 from services.redcap_sync.projects import Catalog
 from services.redcap_sync.registry import (
@@ -78,8 +78,10 @@ async def reevaluate(deps: SyncDeps) -> int:
     """Try the routes again for unassigned studies (a coupling list or rule may have come)."""
     oldest = deps.clock() - timedelta(days=deps.settings.coupling_max_age_days)
     assigned = 0
-    for key in await deps.registry.unassigned_since(oldest):
+    waiting = await deps.registry.unassigned_since(oldest)
+    for key in waiting:
         assigned += int(await _reevaluate_one(deps, key))
+    metrics.UNASSIGNED.set(len(waiting) - assigned)
     return assigned
 
 
@@ -164,6 +166,7 @@ def apply(
                 note
             ]
             log.info("route refused", extra={"route": candidate.route.value, "reason": problem})
+            metrics.REFUSED.labels(candidate.route.value).inc()
             continue
         request(record, candidate.project, candidate.subject, candidate.event, candidate.route, now)
 
@@ -172,11 +175,12 @@ async def on_transfer_result(event: TransferResult, deps: SyncDeps) -> None:
     """Record the exporter's result; a failure to retry comes back (Later) when it is due."""
     settings = deps.settings
     now = deps.clock()
+    recorded = [False]
 
     def change(record: StudyRecord | None) -> StudyRecord | None:
         if record is None:
             return None
-        changed = record_result(
+        recorded[0] = changed = record_result(
             record,
             event.transfer_id,
             event.request_no,
@@ -189,6 +193,8 @@ async def on_transfer_result(event: TransferResult, deps: SyncDeps) -> None:
         return record if retry_due(record, now) or changed else None
 
     record = await deps.registry.update(record_key(event.site, event.study_uid), change)
+    if recorded[0]:  # not again when the same result comes back (redelivery, retry timer)
+        metrics.RESULTS.labels(event.outcome.value).inc()
     transfer = record.transfers.get(event.transfer_id) if record else None
     if transfer and transfer.state is TransferState.FAILED and transfer.retry_at:
         raise Later(max(0.0, (transfer.retry_at - deps.clock()).total_seconds()))

@@ -14,6 +14,7 @@ from fiona_common.service import ServiceContext, run_service
 from fiona_common.settings import Settings
 from fiona_common.watched import WatchedFile
 from services.redcap_sync import autoid, coupling
+from services.redcap_sync.api import make_api, read_token
 from services.redcap_sync.demo import write_demo
 from services.redcap_sync.handlers import (
     SyncDeps,
@@ -55,6 +56,8 @@ def open_identity(settings: Settings) -> Identity:
 def main(settings: Settings) -> int:
     open_catalog(settings)  # a broken projects file stops start-up with its error
     open_identity(settings)
+    if settings.redcap_sync.api_token_file is not None:
+        read_token(settings.redcap_sync.api_token_file)
     return run_service("redcap_sync", settings, settings.redcap_sync.http_port, redcap_sync)
 
 
@@ -92,6 +95,9 @@ async def redcap_sync(ctx: ServiceContext) -> None:
         coupling=await bus.kv(coupling.BUCKET, ttl_seconds=max_age),
         settings=ctx.settings.redcap_sync,
     )
+    token_file = ctx.settings.redcap_sync.api_token_file
+    if token_file is not None:
+        ctx.api.handler = make_api(deps, asyncio.get_running_loop(), read_token(token_file))
     ctx.health.set_check("nats", True)
     try:
         await asyncio.gather(

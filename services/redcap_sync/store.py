@@ -14,6 +14,8 @@ from nats.js.kv import KeyValue
 from fiona_common import outbox
 from fiona_common.bus import Bus
 from fiona_common.kvstate import cas_update
+from fiona_common.messages import TransferRequested
+from services.redcap_sync import metrics
 from services.redcap_sync.registry import StudyRecord
 
 RECORDS = "fiona_studies"
@@ -52,7 +54,9 @@ class Registry:
             return None if record is None else record.encode()
 
         written = await cas_update(self.records, key, step)
-        await outbox.flush(self.records, key, self.bus, StudyRecord.decode)
+        for event in await outbox.flush(self.records, key, self.bus, StudyRecord.decode):
+            if isinstance(event, TransferRequested):  # counted once: by whoever took it out
+                metrics.REQUESTS.labels(event.reason).inc()
         record = StudyRecord.decode(written[0]) if written else await self.get(key)
         if record is not None:
             await self._index(key, record)

@@ -8,6 +8,8 @@ import io
 import json
 import secrets
 import time
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -313,3 +315,61 @@ def test_projects_file_reload_and_refusal_of_a_bad_one(setup) -> None:  # type: 
     late = write_study(data, "MEMO051", calling="NEWSCANNER")
     publish(url, complete(late))
     wait_until(lambda: len(requests(url)) == 2, what="new rule applied")
+
+
+def api(
+    service: RedcapSync, method: str, path: str, token: str | None, body: Any = None
+) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{service.http_port}{path}",
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}"} if token else {},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_http_api_lists_and_assigns_with_a_token(tmp_path: Path, setup) -> None:  # type: ignore[no-untyped-def]
+    service, data, url, projects = setup
+    token = secrets.token_hex(16)
+    token_file = tmp_path / "api.token"
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
+    service.stop()
+    service.env["FIONA_REDCAP_SYNC__API_TOKEN_FILE"] = str(token_file)
+    service.start()
+    study = write_study(data, "Q1", calling="OTHER")
+    publish(url, complete(study))
+    assert api(service, "GET", "/api/studies", None)[0] == 401
+    assert api(service, "GET", "/api/studies", "wrong-token-wrong")[0] == 401
+    wait_until(
+        lambda: len(api(service, "GET", "/api/studies", token)[1]["studies"]) == 1, what="listed"
+    )
+    [listed] = api(service, "GET", "/api/studies", token)[1]["studies"]
+    assert listed["study_uid"] == study and "Q1" not in json.dumps(listed)
+    code, answer = api(
+        service,
+        "POST",
+        "/api/assign",
+        token,
+        {"study_uid": study, "project": "MEMO", "subject": "x"},
+    )
+    assert code == 400 and "pattern" in answer["message"]
+    code, answer = api(
+        service,
+        "POST",
+        "/api/assign",
+        token,
+        {"study_uid": uid(), "project": "MEMO", "subject": "MEMO001"},
+    )
+    assert code == 400 and answer["error"] == "unknown_study"
+    body = {"study_uid": study, "project": "MEMO", "subject": "MEMO001", "event": "v1"}
+    code, answer = api(service, "POST", "/api/assign", token, body)
+    assert code == 200 and [t["state"] for t in answer["transfers"].values()] == ["requested"]
+    wait_until(lambda: len(requests(url)) == 1, what="request from the API")
+    assert api(service, "GET", "/api/studies", token)[1]["studies"] == []
+    assert len(api(service, "GET", "/api/studies?all=1", token)[1]["studies"]) == 1

@@ -22,7 +22,9 @@ from services.redcap_sync.registry import (
     record_result,
     reopened,
     request,
+    rerequest,
     retry_due,
+    transfer_id,
 )
 from services.redcap_sync.routes import (
     Candidate,
@@ -203,7 +205,11 @@ async def on_transfer_result(event: TransferResult, deps: SyncDeps) -> None:
 async def assign(
     deps: SyncDeps, site: str, study_uid: str, project: str, subject: str, event: str = ""
 ) -> StudyRecord:
-    """A user's assignment (``fiona assign``, the API): checked, then requested once."""
+    """A user's assignment (``fiona assign``, the API): checked, then requested.
+
+    The same assignment again requests the transfer again once it is delivered, failed or
+    given up; while it is requested or in progress, it changes nothing.
+    """
     checked_uid(study_uid, "study_uid")
     catalog, now = deps.catalog(), deps.clock()
     problem = refusal(Candidate(project, subject, event, Route.MANUAL), catalog, now.date())
@@ -214,9 +220,13 @@ async def assign(
         raise BadInput("unknown_study", f"no complete study {study_uid} of site {site}")
 
     def change(record: StudyRecord | None) -> StudyRecord | None:
-        if record is None or request(record, project, subject, event, Route.MANUAL, now) is None:
+        if record is None:
             return None
-        return record
+        if request(record, project, subject, event, Route.MANUAL, now) is not None:
+            return record
+        # Assigned like this before: a user asking again re-requests it (unless in hand).
+        ident = transfer_id(study_uid, project, subject, event)
+        return record if rerequest(record, ident, now, "user") else None
 
     record = await deps.registry.update(key, change)
     if record is None:  # records are never deleted; this only satisfies the type checker

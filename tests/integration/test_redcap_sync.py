@@ -273,16 +273,25 @@ def test_reopened_study_is_resent_and_failures_are_retried(setup) -> None:  # ty
     )
     publish(url, result)
     wait_until(lambda: "delivered" in study_line(study), what="delivered")
+    assert (
+        fiona(["assign", study, "--project", "MEMO", "--subject", "MEMO010", "--event", "baseline"])
+        == 0
+    )
+    wait_until(lambda: len(requests(url)) == 2, what="re-requested by the user")
+    assert (requests(url)[1]["reason"], requests(url)[1]["request_no"]) == ("user", 2)
+    result = result.model_copy(update={"request_no": 2})
+    publish(url, result)
+    wait_until(lambda: "delivered" in study_line(study), what="delivered again")
     publish(url, complete(study, revision=2), complete(study, revision=2))
-    wait_until(lambda: len(requests(url)) == 2, what="resend")
-    resend = requests(url)[1]
-    assert (resend["request_no"], resend["reason"], resend["revision"]) == (2, "reopened", 2)
+    wait_until(lambda: len(requests(url)) == 3, what="resend")
+    resend = requests(url)[2]
+    assert (resend["request_no"], resend["reason"], resend["revision"]) == (3, "reopened", 2)
     failed = result.model_copy(
-        update={"request_no": 2, "outcome": TransferOutcome.FAILED, "error": "PACS down"}
+        update={"request_no": 3, "outcome": TransferOutcome.FAILED, "error": "PACS down"}
     )
     publish(url, failed)
-    wait_until(lambda: len(requests(url)) == 3, timeout=20, what="retry after the delay")
-    assert requests(url)[2]["reason"] == "retry" and requests(url)[2]["request_no"] == 3
+    wait_until(lambda: len(requests(url)) == 4, timeout=20, what="retry after the delay")
+    assert requests(url)[3]["reason"] == "retry" and requests(url)[3]["request_no"] == 4
 
 
 def test_restart_loses_and_duplicates_nothing(setup) -> None:  # type: ignore[no-untyped-def]

@@ -187,3 +187,27 @@ class RedcapSync(FionaService):
             settings["FIONA_REDCAP_SYNC__PROJECTS_FILE"] = str(projects)
             settings["FIONA_REDCAP_SYNC__KEY_FILE"] = str(workdir.parent / "identity.key")
         super().__init__(workdir, "redcap-sync", settings, http_port)
+
+
+class Exporter(FionaService):
+    """The exporter, reading the projects file and the data directory of a receiver."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        datadir: Path,
+        nats_url: str,
+        projects: Path,
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        http_port = free_port()
+        settings = {
+            "FIONA_DATADIR": str(datadir),
+            "FIONA_NATS_URL": nats_url,
+            "FIONA_EXPORTER__HTTP_PORT": str(http_port),
+            "FIONA_REDCAP_SYNC__PROJECTS_FILE": str(projects),
+            "FIONA_EXPORTER__RETRY_SECONDS": "0.5",
+            "FIONA_EXPORTER__MAX_RETRY_SECONDS": "1",
+            **(extra or {}),
+        }
+        super().__init__(workdir, "exporter", settings, http_port)

@@ -528,6 +528,12 @@ class Orthanc(ManagedProcess):
         with urllib.request.urlopen(self.url + path, timeout=timeout) as response:
             return json.load(response)
 
+    def delete(self, path: str, timeout: float = 10) -> None:
+        """DELETE ``path`` through the REST API (e.g. one instance)."""
+        request = urllib.request.Request(self.url + path, method="DELETE")
+        with urllib.request.urlopen(request, timeout=timeout):
+            pass
+
     def post_json(self, path: str, body: Any, timeout: float = 30) -> Any:
         """POST ``body`` as JSON to the REST API and decode the JSON answer."""
         request = urllib.request.Request(

@@ -15,6 +15,7 @@ SERVICES: dict[str, str] = {
     "classifier": "services.classifier.main",
     "arrival": "services.arrival.main",
     "redcap_sync": "services.redcap_sync.main",
+    "exporter": "services.exporter.main",
 }
 
 
@@ -104,6 +105,31 @@ def cmd_coupling(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def cmd_deid(argv: list[str]) -> int:
+    """``fiona deid ARGS``: ARGS go to the de-identification command line, except --config and
+    --data, which choose FIONA's settings as for every command."""
+    from fiona_common.secret_files import read_key
+    from fiona_deid.cli import main as deid_main
+    from services.exporter.main import key_path, projects_path
+
+    ours = argparse.ArgumentParser(add_help=False)
+    ours.add_argument("--config")
+    ours.add_argument("--data")
+    args, argv = ours.parse_known_args(argv)
+    if "-h" in argv or "--help" in argv:
+        return deid_main(["--help"])
+    settings = _settings(args)
+    # By default the same projects file and key as the exporter: the same output, offline.
+    if "--projects" not in argv and "--profile" not in argv:
+        argv += ["--projects", str(projects_path(settings))]
+    if "--key-file" not in argv:
+        key = key_path(settings)
+        if settings.exporter.key_file is None:
+            read_key(key, create=True)  # the exporter's default key, made once either way
+        argv += ["--key-file", str(key)]
+    return deid_main(argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fiona",
@@ -148,16 +174,24 @@ def build_parser() -> argparse.ArgumentParser:
     couple = add("coupling", cmd_coupling, "import a coupling list (CSV)")
     couple.add_argument("action", choices=["import"])
     couple.add_argument("file", metavar="FILE")
+    # Listed for --help; main() hands its arguments to the de-identification command line.
+    add("deid", cmd_status, "de-identify files offline with a project's settings (fiona deid -h)")
     status = add("status", cmd_status, "show each service's health; non-zero exit if unhealthy")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["deid"]:
+        return _guarded(lambda: cmd_deid(argv[1:]))
     args = build_parser().parse_args(argv)
+    return _guarded(lambda: args.func(args))
+
+
+def _guarded(command: Callable[[], int]) -> int:
     try:
-        result: int = args.func(args)
-        return result
+        return command()
     except ConfigError as err:
         print(f"fiona: configuration error: {err}", file=sys.stderr)
         return 2

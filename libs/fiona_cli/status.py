@@ -21,6 +21,7 @@ def service_ports(settings: Settings) -> dict[str, int]:
         "classifier": settings.classifier.http_port,
         "arrival": settings.arrival.http_port,
         "redcap_sync": settings.redcap_sync.http_port,
+        "exporter": settings.exporter.http_port,
     }
 
 

@@ -197,7 +197,13 @@ class Bus:
 
         async def settle_each(msgs: list[Msg]) -> None:
             for msg in msgs:
-                await _settle(msg, event_type, handler, on_bad_input)
+                # A long handler keeps its message: "in progress" before ack_wait runs out, so
+                # only a dead consumer's messages go to another replica (after ack_wait).
+                alive = asyncio.create_task(_keep_in_progress(msg, spec.ack_wait_seconds / 3))
+                try:
+                    await _settle(msg, event_type, handler, on_bad_input)
+                finally:
+                    alive.cancel()
 
         await self._fetch_loop(event_type, spec, stop, batch, settle_each)
 
@@ -283,6 +289,13 @@ def _decode(msg: Msg, event_type: type[E]) -> E | BadInput:
 async def _refuse(msg: Msg, err: BadInput) -> None:
     log.warning("message refused", extra={"subject": msg.subject, "reason": err.code})
     await msg.term()
+
+
+async def _keep_in_progress(msg: Msg, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        with contextlib.suppress(*NATS_DOWN):
+            await msg.in_progress()
 
 
 async def _settle(

@@ -232,6 +232,7 @@ class TransferRequested(Event):
 
     subject: ClassVar[str] = "fiona.transfer.requested"
     stream: ClassVar[str] = "FIONA_TRANSFERS"
+    partitions: ClassVar[int] = 8  # by study: one exporter at a time works on a study
 
     transfer_id: str = Field(description="stable per (study, project, participant, event)")
     request_no: int = Field(description="grows with each (re)request of the same transfer")
@@ -246,6 +247,9 @@ class TransferRequested(Event):
 
     def msg_id(self) -> str:
         return f"transfer.requested:{self.transfer_id}:{self.request_no}"
+
+    def partition_key(self) -> str:
+        return self.study_uid
 
 
 class TransferOutcome(StrEnum):

@@ -152,6 +152,31 @@ class RedcapSyncSettings(BaseModel):
         return _lower_keys(data)
 
 
+class ExporterSettings(BaseModel):
+    """The exporter service (``FIONA_EXPORTER__*``): pseudonymize and deliver."""
+
+    http_port: int = 9105
+    # Secret for UID mapping and date offsets; empty: <DATADIR>/state/secrets/deid.key (0600).
+    key_file: Path | None = None
+    # De-identified copies wait here until delivered; empty: <DATADIR>/state/staging.
+    staging_dir: Path | None = None
+    # Transient failures (destination down, out of resources) are retried this many times,
+    # the delay doubling from retry_seconds up to max_retry_seconds; then the request fails.
+    max_attempts: int = Field(default=6, ge=1)
+    retry_seconds: float = Field(default=10.0, ge=0)
+    max_retry_seconds: float = Field(default=600.0, ge=0)
+    calling_aet: str = "FIONA"
+    outbox_archive: bool = False  # also one .zip per study with a .sha256 file
+    # A request a dead replica held goes to another one after this (live ones renew it).
+    ack_wait_seconds: float = Field(default=60.0, gt=1)
+    verify: bool = True  # C-FIND the destination afterwards and compare the counts
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lower(cls, data: Any) -> Any:
+        return _lower_keys(data)
+
+
 class Settings(BaseSettings):
     """All of FIONA's settings; built once per process by :meth:`load`."""
 
@@ -177,6 +202,7 @@ class Settings(BaseSettings):
     classifier: ClassifierSettings = Field(default_factory=ClassifierSettings)
     arrival: ArrivalSettings = Field(default_factory=ArrivalSettings)
     redcap_sync: RedcapSyncSettings = Field(default_factory=RedcapSyncSettings)
+    exporter: ExporterSettings = Field(default_factory=ExporterSettings)
     config_file: Path | None = None
     extras: dict[str, Any] = Field(default_factory=dict, exclude=True)
 

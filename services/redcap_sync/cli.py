@@ -12,13 +12,13 @@ from typing import TypeVar
 
 from fiona_common.bus import Bus, connect
 from fiona_common.layout import Layout
+from fiona_common.projects import parse_catalog
 from fiona_common.service import DEFAULT_NATS_URL
 from fiona_common.settings import Settings
 from fiona_common.watched import read_text
 from services.redcap_sync import autoid, coupling
 from services.redcap_sync.handlers import SyncDeps, assign
 from services.redcap_sync.main import open_identity, projects_path
-from services.redcap_sync.projects import parse_catalog
 from services.redcap_sync.registry import StudyRecord
 from services.redcap_sync.routes import read_facts
 from services.redcap_sync.store import Registry

@@ -15,8 +15,8 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
 from fiona_common.layout import is_valid_uid
+from fiona_common.projects import Catalog
 from services.redcap_sync.identity import Identity
-from services.redcap_sync.projects import Catalog
 
 BUCKET = "fiona_coupling"
 COLUMNS = ("accession_number", "study_instance_uid", "project", "participant_id", "event")

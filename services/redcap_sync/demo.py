@@ -13,7 +13,7 @@ DEMO = {
             "active": True,
             "participant_pattern": "^DEMO[0-9]{4}$",
             "autoid": {"enabled": True, "called_aet": DEMO_AET},
-            "deidentification": {"profile": "basic"},
+            "deidentification": {"profile": "recommended"},
             "destinations": [{"kind": "outbox"}],
         }
     ],

@@ -11,10 +11,10 @@ from nats.js.kv import KeyValue
 from fiona_common.errors import BadInput, Later, Unavailable
 from fiona_common.layout import Layout, checked_uid
 from fiona_common.messages import StudyComplete, TransferResult
+from fiona_common.projects import Catalog
 from fiona_common.settings import RedcapSyncSettings
 from services.redcap_sync import autoid, coupling, metrics
 from services.redcap_sync.identity import Identity
-from services.redcap_sync.projects import Catalog
 from services.redcap_sync.registry import (
     Route,
     StudyRecord,

@@ -7,14 +7,10 @@ state, or AutoID can no longer find a returning patient's pseudonym.
 
 import hashlib
 import hmac
-import os
-import secrets
 from pathlib import Path
 
 from fiona_common.errors import ConfigError
-from fiona_common.layout import DIR_MODE
-
-KEY_BYTES = 32
+from fiona_common.secret_files import read_key
 
 
 class Identity:
@@ -25,19 +21,7 @@ class Identity:
 
     @classmethod
     def from_file(cls, path: Path, create: bool = False) -> "Identity":
-        if create and not path.exists():
-            path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                pass  # another process made it first
-            else:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(secrets.token_hex(KEY_BYTES).encode())
-        try:
-            return cls(path.read_bytes().strip())
-        except OSError as err:
-            raise ConfigError(f"identity key file {path} cannot be read: {err}") from None
+        return cls(read_key(path, create))
 
     def hash(self, kind: str, value: str) -> str:
         """Hex HMAC-SHA256 of ``kind:value`` (kind keeps a PatientID from hashing like a name)."""

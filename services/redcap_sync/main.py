@@ -10,6 +10,7 @@ from fiona_common.bus import NATS_DOWN, ConsumerSpec, connect_when_available
 from fiona_common.errors import FionaError
 from fiona_common.layout import Layout
 from fiona_common.messages import StudyComplete, TransferResult
+from fiona_common.projects import Catalog, parse_catalog
 from fiona_common.service import ServiceContext, run_service
 from fiona_common.settings import Settings
 from fiona_common.watched import WatchedFile
@@ -23,7 +24,6 @@ from services.redcap_sync.handlers import (
     reevaluate,
 )
 from services.redcap_sync.identity import Identity
-from services.redcap_sync.projects import Catalog, parse_catalog
 from services.redcap_sync.store import Registry
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fiona_common.layout import Layout
-from services.redcap_sync.projects import Catalog, Project
+from fiona_common.projects import Catalog, Project
 from services.redcap_sync.registry import Route, SeriesInfo
 
 

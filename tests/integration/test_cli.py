@@ -98,3 +98,21 @@ def test_every_command_answers_help() -> None:
     for args in (["--help"], ["up", "--help"], ["run", "--help"], ["status", "--help"]):
         assert fiona(*args, env=base_env()).returncode == 0
     assert fiona("run", "nonsense", env=base_env()).returncode == 2
+
+
+def test_fiona_deid_uses_the_projects_file_and_key_of_the_data_directory(tmp_path: Path) -> None:
+    from fiona_cli.main import main as fiona
+    from services.redcap_sync.demo import write_demo
+    from tests.builders import write_series
+
+    data = tmp_path / "data"
+    write_demo(data / "config" / "projects.json")
+    source = write_series(tmp_path / "in", 2, PatientID="REAL-9", PatientName="Real^Name")
+    out = tmp_path / "out"
+    argv = ["deid", "--data", str(data), "--project", "DEMO", "--subject", "DEMO0001"]
+    assert fiona([*argv, str(source[0].parent), str(out)]) == 0
+    written = sorted(out.rglob("*.dcm"))
+    assert len(written) == 2 and all(b"REAL-9" not in f.read_bytes() for f in written)
+    key = data / "state" / "secrets" / "deid.key"
+    assert key.exists() and oct(key.stat().st_mode & 0o777) == "0o600"
+    assert fiona(["deid", "--profile", "recommended", "--list-profile"]) == 0

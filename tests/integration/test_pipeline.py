@@ -8,9 +8,9 @@ import re
 from pathlib import Path
 
 from tests.builders import new_uid, write_series
-from tests.fiona_process import Arrival, Classifier, Receiver, RedcapSync, read_events
+from tests.fiona_process import Arrival, Classifier, Exporter, Receiver, RedcapSync, read_events
 from tests.integration.conftest import wait_until
-from tests.peers import NatsServer, store_scu
+from tests.peers import NatsServer, Orthanc, store_scu
 
 
 def test_a_study_sent_to_the_demo_ae_title_is_requested_for_the_demo_project(
@@ -26,11 +26,11 @@ def test_a_study_sent_to_the_demo_ae_title_is_requested_for_the_demo_project(
     ):
         store_scu("127.0.0.1", receiver.port, [tmp_path / "t1"], called_aet="DEMO")
         wait_until(
-            lambda: read_events(url, "fiona.transfer.requested", "FIONA_TRANSFERS"),
+            lambda: read_events(url, "fiona.transfer.requested.>", "FIONA_TRANSFERS"),
             timeout=30,
             what="a transfer request",
         )
-    [request] = read_events(url, "fiona.transfer.requested", "FIONA_TRANSFERS")
+    [request] = read_events(url, "fiona.transfer.requested.>", "FIONA_TRANSFERS")
     assert request["study_uid"] == study and request["project"] == "DEMO"
     assert (
         re.fullmatch(r"DEMO[0-9]{4}", request["participant_id"]) and request["reason"] == "autoid"
@@ -40,3 +40,58 @@ def test_a_study_sent_to_the_demo_ae_title_is_requested_for_the_demo_project(
     assert oct(os.stat(key).st_mode & 0o777) == "0o600"
     stored = json.dumps(read_events(url, "fiona.>", "FIONA_TRANSFERS"))
     assert "CLINICAL-77" not in stored and "Doe" not in stored
+
+
+def test_storescu_to_research_pacs_end_to_end(
+    tmp_path: Path, receiver: Receiver, nats_server: NatsServer
+) -> None:
+    """Sent -> classified -> complete -> routed (AutoID) -> pseudonymized -> in Orthanc."""
+    url, data = nats_server.url, receiver.datadir
+    pacs = Orthanc(tmp_path / "pacs", extra_config={"DicomAlwaysAllowFind": True})
+    projects = tmp_path / "projects.json"
+    project = {
+        "name": "DEMO",
+        "participant_pattern": "^DEMO[0-9]{4}$",
+        "autoid": {"enabled": True, "called_aet": "DEMO"},
+        "deidentification": {"profile": "recommended"},
+        "destinations": [
+            {"kind": "dicom", "aet": pacs.aet, "host": "127.0.0.1", "port": pacs.dicom_port}
+        ],
+    }
+    projects.write_text(json.dumps({"projects": [project]}))
+    key = tmp_path / "identity.key"
+    key.write_text("0123456789abcdef0123456789abcdef")
+    study = new_uid()
+    secret = {"PatientID": "CLINICAL-88", "PatientName": "Roe^Richard", "AccessionNumber": "A77"}
+    write_series(
+        tmp_path / "t1", 6, study_uid=study, ReferringPhysicianName="Welby^Marcus", **secret
+    )
+    write_series(
+        tmp_path / "dwi", 3, study_uid=study, ReferringPhysicianName="Welby^Marcus", **secret
+    )
+    with (
+        pacs,
+        Classifier(tmp_path / "cls", data, url),
+        Arrival(tmp_path / "arr", data, url),
+        RedcapSync(tmp_path / "sync", data, url, projects),
+        Exporter(tmp_path / "exp", data, url, projects),
+    ):
+        store_scu(
+            "127.0.0.1", receiver.port, [tmp_path / "t1", tmp_path / "dwi"], called_aet="DEMO"
+        )
+        wait_until(
+            lambda: any(
+                r["outcome"] == "delivered"
+                for r in read_events(url, "fiona.transfer.result", "FIONA_TRANSFERS")
+            ),
+            timeout=60,
+            what="delivered to the research PACS",
+        )
+        instances = pacs.instances()
+        assert len(instances) == 9
+        tags = [pacs.get_json(f"/instances/{i}/simplified-tags") for i in instances]
+    assert {t["PatientID"] for t in tags} == {t["PatientName"] for t in tags}
+    assert re.fullmatch(r"DEMO[0-9]{4}", tags[0]["PatientID"])
+    assert {t["StudyInstanceUID"] for t in tags} != {study}
+    text = json.dumps(tags)
+    assert all(value not in text for value in secret.values())

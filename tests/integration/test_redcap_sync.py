@@ -134,7 +134,7 @@ def publish(url: str, *events: Event) -> None:
 
 
 def requests(url: str) -> list[dict[str, Any]]:
-    return read_events(url, "fiona.transfer.requested", "FIONA_TRANSFERS")
+    return read_events(url, "fiona.transfer.requested.>", "FIONA_TRANSFERS")
 
 
 @pytest.fixture

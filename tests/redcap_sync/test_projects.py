@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from fiona_common.errors import ConfigError
-from services.redcap_sync.projects import parse_catalog
+from fiona_common.projects import parse_catalog
 
 
 def project(**overrides: Any) -> dict[str, Any]:

@@ -60,8 +60,11 @@ class AutoId(Strict):
 class Deidentification(Strict):
     """Handed to the de-identification engine (its issue defines profiles and options)."""
 
-    profile: str = "basic"
+    profile: str = "recommended"  # TCIA practice; "basic" and "fiona" are the others
     options: list[str] = Field(default_factory=list)
+    # Private elements kept with retain-safe-private, e.g. "SIEMENS CSA HEADER:0029,xx10"
+    # (docs/deid.md); empty: the built-in list (Siemens diffusion and CSA headers).
+    safe_private: list[str] = Field(default_factory=list)
     date_shift_days: int = 42
 
 

@@ -1,0 +1,124 @@
+"""Delivery to a DICOM node by C-STORE (pynetdicom), one association for many objects.
+
+Each object is offered in its own transfer syntax (no recompression). A status tells whether a
+failure is worth retrying: "out of resources" and lost connections are transient, a refused
+SOP class or dataset is permanent for that object.
+"""
+
+import logging
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from pydicom import Dataset, dcmread
+from pynetdicom import AE
+from pynetdicom.association import Association
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore
+
+log = logging.getLogger(__name__)
+MAX_CONTEXTS = 128  # the DICOM limit of presentation contexts in one association
+
+
+class Sent(StrEnum):
+    OK = "ok"
+    TRANSIENT = "transient"  # try again later
+    PERMANENT = "permanent"  # the destination will never take this object
+
+
+@dataclass(frozen=True)
+class Node:
+    aet: str
+    host: str
+    port: int
+    calling_aet: str = "FIONA"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    path: Path
+    sent: Sent
+    status: int | None  # the DIMSE status, None when no answer came
+    sop_uid: str = ""
+
+
+def classify_status(status: int) -> Sent:
+    if status == 0x0000 or 0xB000 <= status <= 0xBFFF:
+        return Sent.OK  # success, or success with a warning (coercion, elements discarded)
+    if 0xA700 <= status <= 0xA7FF:
+        return Sent.TRANSIENT  # out of resources
+    return Sent.PERMANENT  # refused SOP class, dataset mismatch, cannot understand...
+
+
+def send_files(files: list[Path], node: Node, timeout: float = 30.0) -> list[Outcome]:
+    """C-STORE ``files`` to ``node`` on as few associations as the contexts allow."""
+    by_file = {f: _context_of(f) for f in files}
+    contexts = list(dict.fromkeys(by_file.values()))
+    outcomes: list[Outcome] = []
+    for start in range(0, len(contexts), MAX_CONTEXTS):
+        group = contexts[start : start + MAX_CONTEXTS]
+        batch = [f for f in files if by_file[f] in set(group)]
+        outcomes.extend(_send_batch(batch, group, node, timeout))
+    return outcomes
+
+
+def _context_of(path: Path) -> tuple[str, str]:
+    meta = dcmread(path, stop_before_pixels=True, specific_tags=[]).file_meta
+    return (str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID))
+
+
+def _send_batch(
+    files: list[Path], contexts: list[tuple[str, str]], node: Node, timeout: float
+) -> list[Outcome]:
+    ae = AE(ae_title=node.calling_aet)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    for sop_class, syntax in contexts:
+        ae.add_requested_context(sop_class, syntax)
+    assoc: Association = ae.associate(node.host, node.port, ae_title=node.aet)
+    if not assoc.is_established:
+        log.warning("association refused or failed", extra={"destination": node.aet})
+        return [Outcome(f, Sent.TRANSIENT, None) for f in files]
+    outcomes = []
+    try:
+        for path in files:
+            if not assoc.is_established:  # the peer went away mid-study
+                outcomes.append(Outcome(path, Sent.TRANSIENT, None))
+                continue
+            ds = dcmread(path)
+            answer = assoc.send_c_store(ds)
+            status = int(answer.Status) if "Status" in answer else None
+            sent = classify_status(status) if status is not None else Sent.TRANSIENT
+            outcomes.append(Outcome(path, sent, status, str(ds.SOPInstanceUID)))
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return outcomes
+
+
+def count_study_instances(node: Node, study_uid: str, timeout: float = 30.0) -> int | None:
+    """Instances the node holds for the study (C-FIND, Study Root, STUDY level); None when the
+    node does not answer queries."""
+    ae = AE(ae_title=node.calling_aet)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate(node.host, node.port, ae_title=node.aet)
+    if not assoc.is_established:
+        return None
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = study_uid
+    query.NumberOfStudyRelatedInstances = ""
+    found: int | None = 0
+    try:
+        for status, identifier in assoc.send_c_find(
+            query, StudyRootQueryRetrieveInformationModelFind
+        ):
+            code = int(status.Status) if "Status" in status else None
+            if code in (0xFF00, 0xFF01) and identifier is not None:
+                value = identifier.get("NumberOfStudyRelatedInstances")
+                found = int(value) if value not in (None, "") else None
+            elif code is None or code >= 0xA000:
+                found = None  # refused or failed: no verdict
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return found

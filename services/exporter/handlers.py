@@ -1,0 +1,284 @@
+"""A transfer request -> de-identified copies -> each destination -> ledger -> result event."""
+
+import asyncio
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from nats.js.kv import KeyValue
+
+from fiona_common.bus import Bus
+from fiona_common.errors import BadInput, ConfigError, Later
+from fiona_common.layout import Layout
+from fiona_common.messages import TransferOutcome, TransferRequested, TransferResult
+from fiona_common.projects import Catalog, Destination, Project
+from fiona_common.settings import ExporterSettings
+from fiona_deid.settings import settings_from_project
+from services.exporter import ledger, metrics
+from services.exporter.dicom_node import Node, Sent, count_study_instances, send_files
+from services.exporter.ledger import ObjectEntry, Status
+from services.exporter.outbox_dir import publish_study, study_dir
+from services.exporter.selection import study_objects
+from services.exporter.stage import Staged, stage
+
+log = logging.getLogger(__name__)
+LEDGER_CHUNK = 50
+_STATUS = {Sent.OK: Status.SENT, Sent.TRANSIENT: Status.PENDING, Sent.PERMANENT: Status.REFUSED}
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class ExporterDeps:
+    layouts: dict[str, Layout]
+    catalog: Callable[[], Catalog]
+    key: bytes
+    ledgers: KeyValue
+    bus: Bus
+    settings: ExporterSettings
+    staging: Path
+    outboxes: dict[str, Path]  # site -> its outbox folder
+    clock: Callable[[], datetime] = utc_now
+
+
+class Permanent(Exception):
+    """The request cannot succeed as it is (unknown project, bad settings...)."""
+
+
+async def on_transfer_requested(request: TransferRequested, deps: ExporterDeps) -> None:
+    started = time.monotonic()
+    await deps.bus.publish(_result(request, TransferOutcome.STARTED))
+    try:
+        outcome, error, details = await deliver(request, deps)
+    except Permanent as err:
+        outcome, error, details = TransferOutcome.FAILED, str(err), {}
+    details["seconds"] = round(time.monotonic() - started, 3)
+    await deps.bus.publish(_result(request, outcome, error, details))
+    metrics.TRANSFERS.labels(request.project, outcome.value).inc()
+    metrics.DURATION.observe(time.monotonic() - started)
+    if outcome is TransferOutcome.DELIVERED:
+        shutil.rmtree(deps.staging / request.transfer_id, ignore_errors=True)
+
+
+def _result(
+    request: TransferRequested,
+    outcome: TransferOutcome,
+    error: str = "",
+    details: dict[str, Any] | None = None,
+) -> TransferResult:
+    return TransferResult(
+        transfer_id=request.transfer_id,
+        request_no=request.request_no,
+        site=request.site,
+        study_uid=request.study_uid,
+        outcome=outcome,
+        error=error,
+        details=details or {},
+    )
+
+
+async def deliver(
+    request: TransferRequested, deps: ExporterDeps
+) -> tuple[TransferOutcome, str, dict[str, Any]]:
+    """Stage and send what the destinations have not confirmed; the result to report.
+
+    A transient failure raises :class:`Later` (the request comes back after a growing delay)
+    until ``max_attempts``, then the request fails with the reason.
+    """
+    project = _project(request, deps)
+    layout = deps.layouts.get(request.site)
+    if layout is None:
+        raise BadInput("unknown_site", f"no data directory for site {request.site}")
+    try:
+        settings = settings_from_project(project)
+    except ConfigError as err:
+        raise Permanent(f"project {project.name}: {err}") from None
+    objects = await asyncio.to_thread(study_objects, layout, request.study_uid)
+    if not objects:
+        raise Permanent("the study is no longer in the archive")
+    ledgers = [
+        await ledger.load(deps.ledgers, ledger.ledger_key(request.transfer_id, i))
+        for i in range(len(project.destinations))
+    ]
+    done_everywhere = {
+        ledger.source_hash(o.sop_uid)
+        for o in objects
+        if all(lg.done(ledger.source_hash(o.sop_uid)) for lg in ledgers)
+    }
+    staged = await asyncio.to_thread(
+        stage,
+        objects,
+        done_everywhere,
+        deps.staging / request.transfer_id,
+        settings,
+        deps.key,
+        request.participant,
+        request.event,
+        layout,
+    )
+    summary: dict[str, Any] = {"objects": len(objects)}
+    pending = refused = 0
+    sent_any = False
+    for i, destination in enumerate(project.destinations):
+        result = await _to_destination(request, deps, i, destination, ledgers[i], staged)
+        pending += result.count(Status.PENDING)
+        refused += result.count(Status.REFUSED)
+        sent_any = sent_any or result.count(Status.SENT) > 0
+        summary[f"destination_{i}"] = {s.value: result.count(s) for s in Status}
+        summary["mapped_study_uid"] = result.mapped_study_uid or staged.mapped_study_uid
+    if pending:
+        return _retry_or_give_up(request, deps, ledgers, summary)
+    if refused:
+        return TransferOutcome.FAILED, f"{refused} objects refused by a destination", summary
+    if staged.held and not any(
+        s.get(Status.SENT.value) for k, s in summary.items() if k.startswith("destination_")
+    ):
+        first = next(iter(staged.held.values()))
+        return (
+            TransferOutcome.FAILED,
+            f"nothing deliverable ({len(staged.held)} held: {first})",
+            summary,
+        )
+    problem = await _verify(project, deps, summary)
+    if problem:
+        return TransferOutcome.FAILED, problem, summary
+    return TransferOutcome.DELIVERED, "", summary
+
+
+def _project(request: TransferRequested, deps: ExporterDeps) -> Project:
+    project = deps.catalog().by_name.get(request.project)
+    if project is None:
+        raise Permanent(f"no project {request.project} in the projects file")
+    return project
+
+
+def _retry_or_give_up(
+    request: TransferRequested,
+    deps: ExporterDeps,
+    ledgers: list[ledger.Ledger],
+    summary: dict[str, Any],
+) -> tuple[TransferOutcome, str, dict[str, Any]]:
+    attempts = 1 + max(
+        (e.attempts for lg in ledgers for e in lg.objects.values() if e.status is Status.PENDING),
+        default=0,
+    )
+    if attempts > deps.settings.max_attempts:
+        return (
+            TransferOutcome.FAILED,
+            f"destination unreachable after {attempts - 1} tries",
+            summary,
+        )
+    metrics.ATTEMPTS.inc()
+    delay = min(deps.settings.retry_seconds * 2 ** (attempts - 1), deps.settings.max_retry_seconds)
+    log.warning("delivery put off", extra={"attempt": attempts, "delay_seconds": delay})
+    raise Later(delay)
+
+
+async def _to_destination(
+    request: TransferRequested,
+    deps: ExporterDeps,
+    index: int,
+    destination: Destination,
+    known: ledger.Ledger,
+    staged: Staged,
+) -> ledger.Ledger:
+    """Deliver what this destination has not confirmed; the ledger afterwards."""
+    key = ledger.ledger_key(request.transfer_id, index)
+    now = deps.clock()
+    held = {
+        h: ObjectEntry(status=Status.HELD, at=now, note=why)
+        for h, why in staged.held.items()
+        if not known.done(h)
+    }
+    if held:
+        known = await ledger.record(deps.ledgers, key, held, staged.mapped_study_uid)
+        metrics.OBJECTS.labels(destination.kind, Status.HELD.value).inc(len(held))
+    todo = {h: p for h, p in staged.files.items() if not known.done(h)}
+    if not todo:
+        return known
+    if destination.kind == "outbox":
+        return await _to_outbox(request, deps, key, todo, staged)
+    return await _to_node(deps, key, destination, todo, staged)
+
+
+async def _to_outbox(
+    request: TransferRequested, deps: ExporterDeps, key: str, todo: dict[str, Path], staged: Staged
+) -> ledger.Ledger:
+    outbox = deps.outboxes[request.site]
+    target = study_dir(
+        outbox, request.project, request.participant, request.event, staged.mapped_study_uid
+    )
+    await asyncio.to_thread(
+        publish_study, list(todo.values()), target, outbox, deps.settings.outbox_archive
+    )
+    now = deps.clock()
+    entries = {
+        h: ObjectEntry(dest_sop_uid=staged.dest_sop[h], status=Status.SENT, attempts=1, at=now)
+        for h in todo
+    }
+    metrics.OBJECTS.labels("outbox", Status.SENT.value).inc(len(entries))
+    metrics.BYTES.labels("outbox").inc(sum(p.stat().st_size for p in todo.values()))
+    return await ledger.record(deps.ledgers, key, entries, staged.mapped_study_uid)
+
+
+async def _to_node(
+    deps: ExporterDeps, key: str, destination: Destination, todo: dict[str, Path], staged: Staged
+) -> ledger.Ledger:
+    node = Node(
+        destination.aet or "",
+        destination.host or "",
+        destination.port or 0,
+        deps.settings.calling_aet,
+    )
+    by_path = {p: h for h, p in todo.items()}
+    paths = list(todo.values())
+    result = ledger.Ledger()
+    # In chunks, each written to the ledger once confirmed: a crash re-sends one chunk at most.
+    for start in range(0, len(paths), LEDGER_CHUNK):
+        now, entries = deps.clock(), {}
+        for outcome in await asyncio.to_thread(
+            send_files, paths[start : start + LEDGER_CHUNK], node
+        ):
+            h = by_path[outcome.path]
+            status = _STATUS[outcome.sent]
+            note = f"status 0x{outcome.status:04X}" if outcome.status is not None else "no answer"
+            entries[h] = ObjectEntry(
+                dest_sop_uid=staged.dest_sop[h], status=status, attempts=1, at=now, note=note
+            )
+            metrics.OBJECTS.labels("dicom", status.value).inc()
+            if status is Status.SENT:
+                metrics.BYTES.labels("dicom").inc(outcome.path.stat().st_size)
+        result = await ledger.record(deps.ledgers, key, entries, staged.mapped_study_uid)
+    return result
+
+
+async def _verify(project: Project, deps: ExporterDeps, summary: dict[str, Any]) -> str | None:
+    """C-FIND each DICOM destination for the study: as many instances as it confirmed?"""
+    if not deps.settings.verify:
+        return None
+    study_uid = str(summary.get("mapped_study_uid", ""))
+    for i, destination in enumerate(project.destinations):
+        if destination.kind != "dicom" or not study_uid:
+            continue
+        node = Node(
+            destination.aet or "",
+            destination.host or "",
+            destination.port or 0,
+            deps.settings.calling_aet,
+        )
+        found = await asyncio.to_thread(count_study_instances, node, study_uid)
+        sent = summary[f"destination_{i}"][Status.SENT.value]
+        if found is None:
+            summary[f"destination_{i}"]["verified"] = "no C-FIND"
+        elif found != sent:
+            return f"verification: {destination.aet} holds {found} of the {sent} objects sent"
+        else:
+            summary[f"destination_{i}"]["verified"] = found
+    return None

@@ -71,12 +71,12 @@ def mr_dataset(
     ds.Modality = modality
     ds.Manufacturer = "FIONA Test"
     ds.InstitutionName = "Test Hospital"
-    ds.ReferringPhysicianName = "REFERRER^TEST"
+    ds.ReferringPhysicianName = "Welby^Marcus"
     ds.StationName = "MR01"
     ds.StudyDescription = "Brain MRI"
     ds.SeriesDescription = "T2 TSE axial"
     ds.ManufacturerModelName = "Synthetic"
-    ds.PatientName = "TEST^PATIENT"
+    ds.PatientName = "Roe^Richard"
     ds.PatientID = patient_id
     ds.PatientBirthDate = "19700101"
     ds.PatientSex = "O"

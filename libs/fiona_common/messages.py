@@ -244,6 +244,9 @@ class TransferRequested(Event):
     event: str = Field(description="the project's visit/event name, may be empty")
     revision: int = Field(description="the study's arrival revision to send")
     reason: str = Field(description="routing, coupling, autoid, manual, retry, reopened...")
+    study_completed_at: datetime | None = Field(
+        default=None, description="when the arrival service declared the study complete"
+    )
 
     def msg_id(self) -> str:
         return f"transfer.requested:{self.transfer_id}:{self.request_no}"

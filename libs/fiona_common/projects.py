@@ -38,6 +38,9 @@ class Destination(Strict):
     aet: str | None = Field(default=None, max_length=16)
     host: str | None = None
     port: int | None = Field(default=None, ge=1, le=65535)
+    # DICOM nodes: associations one exporter process opens at once, and an optional rate limit.
+    max_associations: int = Field(default=2, ge=1, le=32)
+    max_bytes_per_second: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _dicom_needs_node(self) -> "Destination":

@@ -6,6 +6,7 @@ SOP class or dataset is permanent for that object.
 """
 
 import logging
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -14,6 +15,8 @@ from pydicom import Dataset, dcmread
 from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore
+
+from services.exporter import metrics
 
 log = logging.getLogger(__name__)
 MAX_CONTEXTS = 128  # the DICOM limit of presentation contexts in one association
@@ -31,6 +34,7 @@ class Node:
     host: str
     port: int
     calling_aet: str = "FIONA"
+    max_bytes_per_second: int | None = None
 
 
 @dataclass(frozen=True)
@@ -78,13 +82,18 @@ def _send_batch(
         log.warning("association refused or failed", extra={"destination": node.aet})
         return [Outcome(f, Sent.TRANSIENT, None) for f in files]
     outcomes = []
+    started, sent_bytes = time.monotonic(), 0
     try:
         for path in files:
             if not assoc.is_established:  # the peer went away mid-study
                 outcomes.append(Outcome(path, Sent.TRANSIENT, None))
                 continue
             ds = dcmread(path)
+            before = time.monotonic()
             answer = assoc.send_c_store(ds)
+            metrics.STORE_SECONDS.observe(time.monotonic() - before)
+            sent_bytes += path.stat().st_size
+            _keep_rate(node.max_bytes_per_second, sent_bytes, started)
             status = int(answer.Status) if "Status" in answer else None
             sent = classify_status(status) if status is not None else Sent.TRANSIENT
             outcomes.append(Outcome(path, sent, status, str(ds.SOPInstanceUID)))
@@ -92,6 +101,14 @@ def _send_batch(
         if assoc.is_established:
             assoc.release()
     return outcomes
+
+
+def _keep_rate(limit: int | None, sent_bytes: int, started: float) -> None:
+    """Sleep so that the bytes sent so far stay within ``limit`` bytes per second."""
+    if limit:
+        ahead = sent_bytes / limit - (time.monotonic() - started)
+        if ahead > 0:
+            time.sleep(ahead)
 
 
 def count_study_instances(node: Node, study_uid: str, timeout: float = 30.0) -> int | None:

@@ -5,7 +5,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,8 @@ class ExporterDeps:
     staging: Path
     outboxes: dict[str, Path]  # site -> its outbox folder
     clock: Callable[[], datetime] = utc_now
+    # One per DICOM destination: limits the associations this process opens there at once.
+    gates: dict[tuple[str, int, str], asyncio.Semaphore] = field(default_factory=dict)
 
 
 class Permanent(Exception):
@@ -64,7 +66,15 @@ async def on_transfer_requested(request: TransferRequested, deps: ExporterDeps) 
     metrics.TRANSFERS.labels(request.project, outcome.value).inc()
     metrics.DURATION.observe(time.monotonic() - started)
     if outcome is TransferOutcome.DELIVERED:
+        if request.study_completed_at is not None:
+            waited = (deps.clock() - request.study_completed_at).total_seconds()
+            metrics.COMPLETE_TO_DELIVERED.observe(max(0.0, waited))
         shutil.rmtree(deps.staging / request.transfer_id, ignore_errors=True)
+    metrics.STAGING_BYTES.set(await asyncio.to_thread(_size_of, deps.staging))
+
+
+def _size_of(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
 
 
 def _result(
@@ -236,6 +246,10 @@ async def _to_node(
         destination.host or "",
         destination.port or 0,
         deps.settings.calling_aet,
+        destination.max_bytes_per_second,
+    )
+    gate = deps.gates.setdefault(
+        (node.host, node.port, node.aet), asyncio.Semaphore(destination.max_associations)
     )
     by_path = {p: h for h, p in todo.items()}
     paths = list(todo.values())
@@ -243,9 +257,9 @@ async def _to_node(
     # In chunks, each written to the ledger once confirmed: a crash re-sends one chunk at most.
     for start in range(0, len(paths), LEDGER_CHUNK):
         now, entries = deps.clock(), {}
-        for outcome in await asyncio.to_thread(
-            send_files, paths[start : start + LEDGER_CHUNK], node
-        ):
+        async with gate:  # at most max_associations of this process at this destination
+            sent = await asyncio.to_thread(send_files, paths[start : start + LEDGER_CHUNK], node)
+        for outcome in sent:
             h = by_path[outcome.path]
             status = _STATUS[outcome.sent]
             note = f"status 0x{outcome.status:04X}" if outcome.status is not None else "no answer"

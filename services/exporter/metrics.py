@@ -1,6 +1,6 @@
 """The exporter's Prometheus metrics (labels carry project names, never identifiers)."""
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 TRANSFERS = Counter(
     "fiona_exporter_transfers_total",
@@ -19,3 +19,14 @@ DURATION = Histogram(
     "From picking up a request to its result",
     buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800),
 )
+COMPLETE_TO_DELIVERED = Histogram(
+    "fiona_exporter_complete_to_delivered_seconds",
+    "From the study's completion (arrival) to its delivery",
+    buckets=(5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600, 7200),
+)
+STORE_SECONDS = Histogram(
+    "fiona_exporter_store_seconds",
+    "One C-STORE at a destination (its latency)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+STAGING_BYTES = Gauge("fiona_exporter_staging_bytes", "De-identified copies waiting for delivery")

@@ -65,10 +65,10 @@ async def on_study_complete(event: StudyComplete, deps: SyncDeps) -> None:
     def change(record: StudyRecord | None) -> StudyRecord:
         record = describe(record, facts, deps.identity)
         if record.completed_at is None:
-            record.revision = event.revision
+            record.revision, record.completed_at = event.revision, event.completed_at
         elif event.revision > record.revision:
+            record.completed_at = event.completed_at
             reopened(record, event.revision, now)
-        record.completed_at = record.completed_at or event.completed_at
         record.num_files = event.num_files
         apply(record, candidates, deps.catalog(), now)
         return record

@@ -148,6 +148,7 @@ def _announce(record: StudyRecord, transfer: Transfer, reason: str) -> None:
             event=transfer.event,
             revision=transfer.revision,
             reason=reason,
+            study_completed_at=record.completed_at,
         ),
     )
 

@@ -44,9 +44,6 @@ def send_study(tmp_path: Path, receiver: Receiver, nats_url: str, n: int = 5) ->
         PatientName=SECRET[0],
         PatientID=SECRET[1],
         AccessionNumber=SECRET[2],
-        # The builder's "REFERRER^TEST" would meet its own Manufacturer "FIONA Test" in the
-        # leak guard (a name component found in kept text): the guard errs on the safe side.
-        ReferringPhysicianName="Welby^Marcus",
     )
     with Classifier(tmp_path / "cls", receiver.datadir, nats_url):
         store_scu("127.0.0.1", receiver.port, [tmp_path / "in"])

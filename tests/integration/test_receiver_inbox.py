@@ -39,7 +39,10 @@ def test_non_dicom_file_goes_to_quarantine_with_a_reason(
     inbox = receiver.datadir / "inbox"
     (inbox / "notes.txt").write_text("not an image")
     wait_until(lambda: not (inbox / "notes.txt").exists(), what="file taken")
-    [reason] = list((receiver.datadir / "quarantine").rglob("reason.json"))
+    # The file moves first and its reason.json is written last (a complete folder has one).
+    quarantined = receiver.datadir / "quarantine"
+    wait_until(lambda: any(quarantined.rglob("reason.json")), what="reason written")
+    [reason] = list(quarantined.rglob("reason.json"))
     assert json.loads(reason.read_text())["code"] == "not_dicom"
     assert (reason.parent / "notes.txt").read_text() == "not an image"
     assert receiver.metric("fiona_receiver_inbox_imports_total", outcome="quarantined") == 1

@@ -1,0 +1,64 @@
+"""Delivery pieces without a network: statuses, rate limit, outbox folders."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import pytest
+
+from services.exporter import dicom_node
+from services.exporter.dicom_node import Sent, classify_status
+from services.exporter.outbox_dir import publish_study, study_dir
+
+
+@pytest.mark.parametrize(
+    ("status", "sent"),
+    [
+        (0x0000, Sent.OK),
+        (0xB000, Sent.OK),  # coercion of data elements: stored
+        (0xA700, Sent.TRANSIENT),  # out of resources
+        (0xA900, Sent.PERMANENT),  # dataset does not match SOP class
+        (0x0122, Sent.PERMANENT),  # SOP class not supported
+        (0xC000, Sent.PERMANENT),
+    ],
+)
+def test_statuses_say_whether_to_retry(status: int, sent: Sent) -> None:
+    assert classify_status(status) is sent
+
+
+def test_rate_limit_waits_for_the_bytes_already_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr(dicom_node.time, "sleep", slept.append)
+    started = time.monotonic()
+    dicom_node._keep_rate(1_000_000, 2_000_000, started)  # 2 MB at 1 MB/s: ~2 s ahead
+    dicom_node._keep_rate(None, 2_000_000, started)  # no limit: no wait
+    assert len(slept) == 1 and 1.9 < slept[0] <= 2.0
+
+
+def files(folder: Path, *names: str) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).write_bytes(name.encode())
+    return [folder / n for n in names]
+
+
+def test_a_resend_adds_to_the_study_folder_and_the_archive_matches_its_checksum(
+    tmp_path: Path,
+) -> None:
+    outbox = tmp_path / "outbox"
+    target = study_dir(outbox, "MEMO", "MEMO001", "", "2.25.1")
+    assert target == outbox / "MEMO" / "MEMO001" / "_" / "2.25.1"
+    publish_study(files(tmp_path / "s1", "a.dcm", "b.dcm"), target, outbox, archive=False)
+    publish_study(files(tmp_path / "s2", "c.dcm"), target, outbox, archive=True)
+    assert sorted(p.name for p in target.iterdir()) == ["a.dcm", "b.dcm", "c.dcm"]
+    archive = target.with_name("2.25.1.zip")
+    line = target.with_name("2.25.1.zip.sha256").read_text()
+    assert line == f"{hashlib.sha256(archive.read_bytes()).hexdigest()}  2.25.1.zip\n"
+    assert list((outbox / ".incoming").iterdir()) == []
+
+
+def test_hostile_path_parts_stay_inside_the_outbox(tmp_path: Path) -> None:
+    target = study_dir(tmp_path, "..", "../../etc", ".hidden", "2.25.1")
+    assert target.resolve().is_relative_to(tmp_path.resolve())

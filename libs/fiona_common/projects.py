@@ -9,6 +9,7 @@ docs/projects.md. :func:`parse_catalog` refuses a bad file with one message nami
 import json
 import re
 from datetime import date
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -41,6 +42,12 @@ class Destination(Strict):
     # DICOM nodes: associations one exporter process opens at once, and an optional rate limit.
     max_associations: int = Field(default=2, ge=1, le=32)
     max_bytes_per_second: int | None = Field(default=None, ge=1)
+    # DICOM over TLS: the node's certificate is checked against tls_ca_file (None: the system's
+    # trust store); tls_cert_file/tls_key_file present FIONA's own certificate when asked.
+    tls: bool = False
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
 
     @model_validator(mode="after")
     def _dicom_needs_node(self) -> "Destination":

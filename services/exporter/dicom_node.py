@@ -6,6 +6,7 @@ SOP class or dataset is permanent for that object.
 """
 
 import logging
+import ssl
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -29,12 +30,32 @@ class Sent(StrEnum):
 
 
 @dataclass(frozen=True)
+class Tls:
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    def context(self) -> ssl.SSLContext:
+        """Verifies the node's certificate and host name (TLS 1.2 or later)."""
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ca_file)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.cert_file is not None:
+            context.load_cert_chain(self.cert_file, self.key_file)
+        return context
+
+
+@dataclass(frozen=True)
 class Node:
     aet: str
     host: str
     port: int
     calling_aet: str = "FIONA"
     max_bytes_per_second: int | None = None
+    tls: Tls | None = None
+
+    def associate(self, ae: AE) -> Association:
+        tls_args = (self.tls.context(), self.host) if self.tls is not None else None
+        return ae.associate(self.host, self.port, ae_title=self.aet, tls_args=tls_args)
 
 
 @dataclass(frozen=True)
@@ -77,7 +98,7 @@ def _send_batch(
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     for sop_class, syntax in contexts:
         ae.add_requested_context(sop_class, syntax)
-    assoc: Association = ae.associate(node.host, node.port, ae_title=node.aet)
+    assoc = node.associate(ae)
     if not assoc.is_established:
         log.warning("association refused or failed", extra={"destination": node.aet})
         return [Outcome(f, Sent.TRANSIENT, None) for f in files]
@@ -117,7 +138,7 @@ def count_study_instances(node: Node, study_uid: str, timeout: float = 30.0) -> 
     ae = AE(ae_title=node.calling_aet)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-    assoc = ae.associate(node.host, node.port, ae_title=node.aet)
+    assoc = node.associate(ae)
     if not assoc.is_established:
         return None
     query = Dataset()

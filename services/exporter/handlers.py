@@ -20,7 +20,7 @@ from fiona_common.projects import Catalog, Destination, Project
 from fiona_common.settings import ExporterSettings
 from fiona_deid.settings import settings_from_project
 from services.exporter import ledger, metrics
-from services.exporter.dicom_node import Node, Sent, count_study_instances, send_files
+from services.exporter.dicom_node import Node, Sent, Tls, count_study_instances, send_files
 from services.exporter.ledger import ObjectEntry, Status
 from services.exporter.outbox_dir import publish_study, study_dir
 from services.exporter.selection import study_objects
@@ -71,6 +71,20 @@ async def on_transfer_requested(request: TransferRequested, deps: ExporterDeps) 
             metrics.COMPLETE_TO_DELIVERED.observe(max(0.0, waited))
         shutil.rmtree(deps.staging / request.transfer_id, ignore_errors=True)
     metrics.STAGING_BYTES.set(await asyncio.to_thread(_size_of, deps.staging))
+
+
+def node_of(destination: Destination, calling_aet: str) -> Node:
+    tls = None
+    if destination.tls:
+        tls = Tls(destination.tls_ca_file, destination.tls_cert_file, destination.tls_key_file)
+    return Node(
+        destination.aet or "",
+        destination.host or "",
+        destination.port or 0,
+        calling_aet,
+        destination.max_bytes_per_second,
+        tls,
+    )
 
 
 def _size_of(folder: Path) -> int:
@@ -241,13 +255,7 @@ async def _to_outbox(
 async def _to_node(
     deps: ExporterDeps, key: str, destination: Destination, todo: dict[str, Path], staged: Staged
 ) -> ledger.Ledger:
-    node = Node(
-        destination.aet or "",
-        destination.host or "",
-        destination.port or 0,
-        deps.settings.calling_aet,
-        destination.max_bytes_per_second,
-    )
+    node = node_of(destination, deps.settings.calling_aet)
     gate = deps.gates.setdefault(
         (node.host, node.port, node.aet), asyncio.Semaphore(destination.max_associations)
     )
@@ -281,12 +289,7 @@ async def _verify(project: Project, deps: ExporterDeps, summary: dict[str, Any])
     for i, destination in enumerate(project.destinations):
         if destination.kind != "dicom" or not study_uid:
             continue
-        node = Node(
-            destination.aet or "",
-            destination.host or "",
-            destination.port or 0,
-            deps.settings.calling_aet,
-        )
+        node = node_of(destination, deps.settings.calling_aet)
         found = await asyncio.to_thread(count_study_instances, node, study_uid)
         sent = summary[f"destination_{i}"][Status.SENT.value]
         if found is None:

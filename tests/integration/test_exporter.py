@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import subprocess
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,7 +127,7 @@ def test_orthanc_receives_the_pseudonymized_study_verified_and_only_the_delta_la
     study = send_study(tmp_path, receiver, url, n=4)
     node = {"kind": "dicom", "aet": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port}
     projects = projects_file(tmp_path / "projects.json", [node])
-    with Exporter(tmp_path / "exp", receiver.datadir, url, projects):
+    with Exporter(tmp_path / "exp", receiver.datadir, url, projects) as exporter:
         publish(url, request(study))
         wait_until(lambda: results(url, "delivered"), timeout=30, what="delivered")
         assert len(orthanc.instances()) == 4
@@ -145,6 +146,9 @@ def test_orthanc_receives_the_pseudonymized_study_verified_and_only_the_delta_la
             wait_until(lambda: sum(1 for _ in raw.glob("*/*")) == 5, what="late one indexed")
         publish(url, request(study, request_no=2, revision=2))
         wait_until(lambda: len(results(url, "delivered")) == 2, timeout=30, what="resent")
+        # 4 C-STOREs, then only the late one (Orthanc would hide a resend: it overwrites).
+        sent = exporter.metric("fiona_exporter_objects_total", destination="dicom", status="sent")
+        assert sent == 5
     second = results(url, "delivered")[1]["details"]["destination_0"]
     assert second["sent"] == 5 and second["verified"] == 5
     assert len(orthanc.instances()) == 5
@@ -220,3 +224,63 @@ def test_killed_mid_study_and_two_replicas_send_every_object_once(
         wait_until(lambda: len(results(url, "delivered")) == 3, timeout=120, what="all delivered")
     assert len(orthanc.instances()) == 60
     assert len({r["transfer_id"] for r in results(url, "delivered")}) == 3
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 (its own trust anchor) and its key."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def test_delivery_over_tls_checks_the_node_certificate(
+    tmp_path: Path, receiver: Receiver, nats_server: NatsServer
+) -> None:
+    url = nats_server.url
+    study = send_study(tmp_path, receiver, url, n=3)
+    cert, key = self_signed(tmp_path / "tls")
+    tls_config = {
+        "DicomAlwaysAllowFind": True,
+        "DicomTlsEnabled": True,
+        "DicomTlsCertificate": str(cert),
+        "DicomTlsPrivateKey": str(key),
+        "DicomTlsTrustedCertificates": str(cert),
+        "DicomTlsRemoteCertificateRequired": False,
+    }
+    pacs = Orthanc(tmp_path / "pacs", extra_config=tls_config)
+    node = {
+        "kind": "dicom",
+        "aet": pacs.aet,
+        "host": "127.0.0.1",
+        "port": pacs.dicom_port,
+        "tls": True,
+        "tls_ca_file": str(cert),
+    }
+    projects = projects_file(tmp_path / "projects.json", [node])
+    with pacs, Exporter(tmp_path / "exp", receiver.datadir, url, projects):
+        publish(url, request(study))
+        wait_until(lambda: results(url, "delivered"), timeout=30, what="delivered over TLS")
+        assert len(pacs.instances()) == 3
+        assert results(url, "delivered")[0]["details"]["destination_0"]["verified"] == 3

@@ -4,14 +4,18 @@ The standard picks the least-retaining action that keeps the object conformant: 
 the IOD makes the attribute Type 2 (then Z, zero length) or Type 1 (then D, a dummy value; for
 the reference sequences marked U*, keep them with their UIDs replaced).
 
-Knowing every IOD's attribute types needs the whole of PS3.3; FIONA carries only the entries
-where one of the combined-action attributes is Type 1 or 2 in an IOD that research imaging
-produces (PS3.3 module tables, hand-copied: the list is short and stable). An attribute not
-listed is treated as Type 3 (optional), so the first, most removing letter applies, except for
-Z/D whose first letter is already the conformant choice for Type 2 and 3.
+The types come from ``iod_types.json``, generated from the PS3.3 module tables by
+``scripts/make_iod_types.py`` (every SOP class of that edition of the standard). For a SOP class
+it does not know (newer than the data), a short hand-copied list covers the IODs research
+imaging produces. An attribute listed nowhere is treated as Type 3 (optional), so the first,
+most removing letter applies, except for Z/D whose first letter is already the conformant
+choice for Type 2 and 3.
 """
 
-from typing import Literal
+import json
+from functools import lru_cache
+from importlib.resources import files
+from typing import Literal, cast
 
 AttributeType = Literal["1", "2", "3"]
 
@@ -45,8 +49,26 @@ _RT_PLAN_TYPES: dict[int, AttributeType] = {0x300A0006: "2", 0x300A0007: "2", 0x
 _RT_RECORD_TYPES: dict[int, AttributeType] = {0x30080250: "2", 0x30080251: "2", 0x300A00B2: "2"}
 
 
-def attribute_types(sop_class_uid: str) -> dict[int, AttributeType]:
-    """Type 1 and 2 attributes among the combined-action rows, for one SOP class."""
+@lru_cache(maxsize=1)
+def _generated() -> dict[tuple[str, bool], dict[int, AttributeType]]:
+    raw = json.loads(files("fiona_deid").joinpath("iod_types.json").read_text())
+    return {
+        (sop, level == "nested"): {int(t, 16): cast(AttributeType, k) for t, k in types.items()}
+        for sop, levels in raw["sop_classes"].items()
+        for level, types in levels.items()
+    }
+
+
+def attribute_types(sop_class_uid: str, nested: bool = False) -> dict[int, AttributeType]:
+    """Type 1 and 2 attributes among the combined-action rows, for one SOP class, at the top
+    level of the object or (``nested``) inside its sequences."""
+    generated = _generated().get((sop_class_uid, nested))
+    if generated is not None:
+        return generated
+    return _hand_copied(sop_class_uid)
+
+
+def _hand_copied(sop_class_uid: str) -> dict[int, AttributeType]:
     if sop_class_uid in _ENHANCED_IMAGES:
         return _ENHANCED_TYPES
     if sop_class_uid.startswith("1.2.840.10008.5.1.4.1.1.88."):

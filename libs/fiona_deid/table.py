@@ -86,6 +86,7 @@ class CompiledRules(NamedTuple):
     """Rules for one (settings, SOP class): exact tags, and 50xx/60xx repeating-group rules."""
 
     by_tag: dict[int, Rule]
+    nested_by_tag: dict[int, Rule]  # inside sequences: the same rows, resolved for that level
     by_mask: dict[int, Rule]  # key: tag with the group's low byte cleared (0x50000000 etc.)
     private: Rule  # for private elements not on the safe list
 
@@ -96,7 +97,9 @@ def compile_rules(settings: DeidSettings, sop_class_uid: str) -> CompiledRules:
         return _compile_fiona()
     options = settings.effective_options
     types = attribute_types(sop_class_uid)
+    nested_types = attribute_types(sop_class_uid, nested=True)
     by_tag: dict[int, Rule] = {}
+    nested_by_tag: dict[int, Rule] = {}
     by_mask: dict[int, Rule] = {}
     tables = load_tables()
     for row in tables.annex_e:
@@ -108,8 +111,9 @@ def compile_rules(settings: DeidSettings, sop_class_uid: str) -> CompiledRules:
             continue
         tag = int(row.tag, 16)
         by_tag[tag] = Rule(resolve_combined(action, types.get(tag, "3")), source)
+        nested_by_tag[tag] = Rule(resolve_combined(action, nested_types.get(tag, "3")), source)
     private_action, private_source = annex_e_action(tables.private_row, options)
-    return CompiledRules(by_tag, by_mask, Rule(private_action, private_source))
+    return CompiledRules(by_tag, nested_by_tag, by_mask, Rule(private_action, private_source))
 
 
 _FIONA_ACTIONS = {
@@ -140,7 +144,7 @@ def _compile_fiona() -> CompiledRules:
         elif action == "set" and entry["tag"].startswith("0013"):
             action = "X"  # CTP-style block: the original writes, then removes it again
         by_tag[int(entry["tag"], 16)] = Rule(action, "fiona", value)
-    return CompiledRules(by_tag, {}, Rule("K", "fiona"))  # the original keeps private data
+    return CompiledRules(by_tag, by_tag, {}, Rule("K", "fiona"))  # it keeps private data
 
 
 # Elements the pseudonymization writes after the table pass, whatever the table said:

@@ -67,7 +67,7 @@ class Walker:
 
     def walk(self, ds: Dataset, path: str = "", cleaning: bool = False) -> None:
         """Apply the rules to ``ds`` in place; ``cleaning`` inside sequences being cleaned."""
-        by_tag = self.rules.by_tag
+        by_tag = self.rules.nested_by_tag if path else self.rules.by_tag
         creators: dict[int, str] | None = None
         for tag in list(ds.keys()):
             group = tag >> 16

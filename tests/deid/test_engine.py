@@ -65,27 +65,48 @@ def test_classic_mr_empties_content_date_instead() -> None:
     assert "DeviceSerialNumber" not in out
 
 
-def test_uids_mapped_inside_sequences_and_reference_sequence_kept_for_presentation_state() -> None:
+def presentation_state(referenced_sop_uid: str | None = None) -> Dataset:
+    """A GSPS whose Referenced Image Sequence sits where PS3.3 puts it: in a series item."""
     ds = make_mr()
     ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.11.1"  # Grayscale Softcopy Presentation State
+    images = ds.ReferencedImageSequence
+    del ds.ReferencedImageSequence
+    if referenced_sop_uid is not None:
+        images[0].ReferencedSOPInstanceUID = referenced_sop_uid
+    series = Dataset()
+    series.SeriesInstanceUID = ds.SeriesInstanceUID
+    series.ReferencedImageSequence = images
+    ds.ReferencedSeriesSequence = Sequence([series])
+    return ds
+
+
+def test_uids_mapped_inside_sequences_and_reference_sequence_kept_for_presentation_state() -> None:
+    ds = presentation_state()
+    original = ds.ReferencedSeriesSequence[0].ReferencedImageSequence[0]
     settings = replace(basic(), presentation_state=Policy.PASS)
     out = run(settings, ds).dataset
     assert out is not None
-    ref = out.ReferencedImageSequence[0]  # X/Z/U*, Type 1 in a presentation state: U
+    # X/Z/U*, Type 1 inside the Presentation State Relationship module: U, kept and mapped
+    ref = out.ReferencedSeriesSequence[0].ReferencedImageSequence[0]
     assert ref.ReferencedSOPInstanceUID.startswith("2.25.")
     assert ref.ReferencedSOPInstanceUID != REFERENCED_UID
-    assert ref.ReferencedSOPClassUID == ds.ReferencedImageSequence[0].ReferencedSOPClassUID
+    assert ref.ReferencedSOPClassUID == original.ReferencedSOPClassUID
+
+
+def test_a_reference_sequence_optional_where_it_is_is_removed() -> None:
+    ds = make_mr()  # MR Image: Referenced Image Sequence is Type 3 at the top level
+    out = run(basic(), ds).dataset
+    assert out is not None and "ReferencedImageSequence" not in out
 
 
 def test_referenced_uid_maps_like_the_referenced_object() -> None:
-    referring = make_mr()
-    referring.ReferencedImageSequence[0].ReferencedSOPInstanceUID = SOP_UID
-    referring.SOPClassUID = "1.2.840.10008.5.1.4.1.1.11.1"
+    referring = presentation_state(referenced_sop_uid=SOP_UID)
     settings = replace(basic(), presentation_state=Policy.PASS)
     pointer = run(settings, referring).dataset
     target = run(settings).dataset
     assert pointer is not None and target is not None
-    assert pointer.ReferencedImageSequence[0].ReferencedSOPInstanceUID == target.SOPInstanceUID
+    images = pointer.ReferencedSeriesSequence[0].ReferencedImageSequence
+    assert images[0].ReferencedSOPInstanceUID == target.SOPInstanceUID
 
 
 def test_nested_sequences_are_walked() -> None:
@@ -94,7 +115,8 @@ def test_nested_sequences_are_walked() -> None:
     out = run(basic("clean-structured-content"), ds).dataset
     assert out is not None
     item = out.ContentSequence[0]
-    assert "InstitutionName" not in item  # X/Z/D nested: X
+    # X/Z/D: Type 1 in one of MR's nested contexts, so a dummy inside sequences (not removed)
+    assert item.InstitutionName == "ANONYMIZED"
     assert item.PersonName == "ANONYMIZED"  # D
     inner = item.ContentSequence[0]
     assert inner.ReferencedSOPInstanceUID != REFERENCED_UID

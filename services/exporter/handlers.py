@@ -131,45 +131,52 @@ async def deliver(
         await ledger.load(deps.ledgers, ledger.ledger_key(request.transfer_id, i))
         for i in range(len(project.destinations))
     ]
-    done_everywhere = {
-        ledger.source_hash(o.sop_uid)
-        for o in objects
-        if all(lg.done(ledger.source_hash(o.sop_uid)) for lg in ledgers)
-    }
-    staged = await asyncio.to_thread(
-        stage,
-        objects,
-        done_everywhere,
-        deps.staging / request.transfer_id,
-        settings,
-        deps.key,
-        request.participant,
-        request.event,
-        layout,
-    )
-    summary: dict[str, Any] = {"objects": len(objects)}
-    pending = refused = 0
-    sent_any = False
+    todo = [o for o in objects if not all(lg.done(ledger.source_hash(o.sop_uid)) for lg in ledgers)]
+    staged = Staged()
+    # Chunk by chunk, so DICOM nodes receive while later objects are still de-identified; an
+    # outbox gets the whole study at once, after the last chunk.
+    for start in range(0, len(todo), LEDGER_CHUNK):
+        chunk = await asyncio.to_thread(
+            stage,
+            todo[start : start + LEDGER_CHUNK],
+            deps.staging / request.transfer_id,
+            settings,
+            deps.key,
+            request.participant,
+            request.event,
+            layout,
+        )
+        staged.add(chunk)
+        for i, destination in enumerate(project.destinations):
+            if destination.kind != "outbox":
+                ledgers[i] = await _to_destination(request, deps, i, destination, ledgers[i], chunk)
     for i, destination in enumerate(project.destinations):
-        result = await _to_destination(request, deps, i, destination, ledgers[i], staged)
-        pending += result.count(Status.PENDING)
-        refused += result.count(Status.REFUSED)
-        sent_any = sent_any or result.count(Status.SENT) > 0
+        if destination.kind == "outbox":
+            ledgers[i] = await _to_destination(request, deps, i, destination, ledgers[i], staged)
+    return await _verdict(request, deps, project, ledgers, staged, len(objects))
+
+
+async def _verdict(
+    request: TransferRequested,
+    deps: ExporterDeps,
+    project: Project,
+    ledgers: list[ledger.Ledger],
+    staged: Staged,
+    objects: int,
+) -> tuple[TransferOutcome, str, dict[str, Any]]:
+    summary: dict[str, Any] = {"objects": objects}
+    for i, result in enumerate(ledgers):
         summary[f"destination_{i}"] = {s.value: result.count(s) for s in Status}
         summary["mapped_study_uid"] = result.mapped_study_uid or staged.mapped_study_uid
-    if pending:
+    if any(lg.count(Status.PENDING) for lg in ledgers):
         return _retry_or_give_up(request, deps, ledgers, summary)
+    refused = sum(lg.count(Status.REFUSED) for lg in ledgers)
     if refused:
         return TransferOutcome.FAILED, f"{refused} objects refused by a destination", summary
-    if staged.held and not any(
-        s.get(Status.SENT.value) for k, s in summary.items() if k.startswith("destination_")
-    ):
-        first = next(iter(staged.held.values()))
-        return (
-            TransferOutcome.FAILED,
-            f"nothing deliverable ({len(staged.held)} held: {first})",
-            summary,
-        )
+    if not any(lg.count(Status.SENT) for lg in ledgers):
+        held = sum(lg.count(Status.HELD) for lg in ledgers)
+        first = next(iter(staged.held.values()), "")
+        return TransferOutcome.FAILED, f"nothing deliverable ({held} held back: {first})", summary
     problem = await _verify(project, deps, summary)
     if problem:
         return TransferOutcome.FAILED, problem, summary

@@ -22,10 +22,15 @@ class Staged:
     held: dict[str, str] = field(default_factory=dict)  # source hash -> why it is not sent
     mapped_study_uid: str = ""
 
+    def add(self, other: "Staged") -> None:
+        self.files.update(other.files)
+        self.dest_sop.update(other.dest_sop)
+        self.held.update(other.held)
+        self.mapped_study_uid = self.mapped_study_uid or other.mapped_study_uid
+
 
 def stage(
     objects: list[StudyObject],
-    skip: set[str],
     out_dir: Path,
     settings: DeidSettings,
     key: bytes,
@@ -33,12 +38,10 @@ def stage(
     event: str,
     layout: Layout | None = None,
 ) -> Staged:
-    """De-identify every object whose source hash is not in ``skip`` into ``out_dir``."""
+    """De-identify ``objects`` into ``out_dir``."""
     staged = Staged()
     for obj in objects:
         source = source_hash(obj.sop_uid)
-        if source in skip:
-            continue
         result, path = deidentify_file(obj.path, out_dir, settings, key, participant, event)
         if result.outcome is Outcome.EMITTED and path is not None and result.dataset is not None:
             staged.files[source] = path

@@ -1,7 +1,9 @@
 """A transfer request -> de-identified copies -> each destination -> ledger -> result event."""
 
 import asyncio
+import contextlib
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -73,6 +75,12 @@ async def on_transfer_requested(request: TransferRequested, deps: ExporterDeps) 
     metrics.STAGING_BYTES.set(await asyncio.to_thread(_size_of, deps.staging))
 
 
+def _gate(deps: ExporterDeps, node: Node, destination: Destination) -> asyncio.Semaphore:
+    """The limit of this process's associations to ``node``."""
+    key = (node.host, node.port, node.aet)
+    return deps.gates.setdefault(key, asyncio.Semaphore(destination.max_associations))
+
+
 def node_of(destination: Destination, calling_aet: str) -> Node:
     tls = None
     if destination.tls:
@@ -88,7 +96,13 @@ def node_of(destination: Destination, calling_aet: str) -> Node:
 
 
 def _size_of(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
+    """Bytes under ``folder``; other requests' staging folders come and go meanwhile."""
+    total = 0
+    for root, _, names in os.walk(folder):  # os.walk skips folders that vanish
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.stat(os.path.join(root, name)).st_size
+    return total
 
 
 def _result(
@@ -133,8 +147,9 @@ async def deliver(
     ]
     todo = [o for o in objects if not all(lg.done(ledger.source_hash(o.sop_uid)) for lg in ledgers)]
     staged = Staged()
-    # Chunk by chunk, so DICOM nodes receive while later objects are still de-identified; an
-    # outbox gets the whole study at once, after the last chunk.
+    sending: list[asyncio.Task[ledger.Ledger]] = []
+    # Chunk by chunk: DICOM nodes receive earlier chunks (on up to max_associations at once)
+    # while later ones are de-identified; an outbox gets the whole study after the last chunk.
     for start in range(0, len(todo), LEDGER_CHUNK):
         chunk = await asyncio.to_thread(
             stage,
@@ -149,8 +164,16 @@ async def deliver(
         staged.add(chunk)
         for i, destination in enumerate(project.destinations):
             if destination.kind != "outbox":
-                ledgers[i] = await _to_destination(request, deps, i, destination, ledgers[i], chunk)
+                send = _to_destination(request, deps, i, destination, ledgers[i], chunk)
+                sending.append(asyncio.create_task(send))
+    try:
+        await asyncio.gather(*sending)
+    finally:
+        for task in sending:
+            task.cancel()  # only when one failed: the others stop too
     for i, destination in enumerate(project.destinations):
+        key = ledger.ledger_key(request.transfer_id, i)
+        ledgers[i] = await ledger.load(deps.ledgers, key)  # every chunk's entries, merged
         if destination.kind == "outbox":
             ledgers[i] = await _to_destination(request, deps, i, destination, ledgers[i], staged)
     return await _verdict(request, deps, project, ledgers, staged, len(objects))
@@ -263,9 +286,7 @@ async def _to_node(
     deps: ExporterDeps, key: str, destination: Destination, todo: dict[str, Path], staged: Staged
 ) -> ledger.Ledger:
     node = node_of(destination, deps.settings.calling_aet)
-    gate = deps.gates.setdefault(
-        (node.host, node.port, node.aet), asyncio.Semaphore(destination.max_associations)
-    )
+    gate = _gate(deps, node, destination)
     by_path = {p: h for h, p in todo.items()}
     paths = list(todo.values())
     result = ledger.Ledger()
@@ -297,7 +318,8 @@ async def _verify(project: Project, deps: ExporterDeps, summary: dict[str, Any])
         if destination.kind != "dicom" or not study_uid:
             continue
         node = node_of(destination, deps.settings.calling_aet)
-        found = await asyncio.to_thread(count_study_instances, node, study_uid)
+        async with _gate(deps, node, destination):  # the query is one more association
+            found = await asyncio.to_thread(count_study_instances, node, study_uid)
         sent = summary[f"destination_{i}"][Status.SENT.value]
         if found is None:
             summary[f"destination_{i}"]["verified"] = "no C-FIND"

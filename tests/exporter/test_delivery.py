@@ -62,3 +62,13 @@ def test_a_resend_adds_to_the_study_folder_and_the_archive_matches_its_checksum(
 def test_hostile_path_parts_stay_inside_the_outbox(tmp_path: Path) -> None:
     target = study_dir(tmp_path, "..", "../../etc", ".hidden", "2.25.1")
     assert target.resolve().is_relative_to(tmp_path.resolve())
+
+
+def test_staging_size_ignores_folders_that_vanish(tmp_path: Path) -> None:
+    # Regression: another request's staging folder, removed during the walk, failed a request
+    # that had already reported its result, so it was handled (and reported) twice.
+    from services.exporter.handlers import _size_of
+
+    files(tmp_path / "staging" / "a", "x.dcm", "yy.dcm")
+    assert _size_of(tmp_path / "staging") == len("x.dcm") + len("yy.dcm")
+    assert _size_of(tmp_path / "gone") == 0

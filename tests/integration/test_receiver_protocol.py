@@ -40,8 +40,15 @@ def test_garbage_on_the_port_is_refused_and_the_receiver_carries_on(receiver: Re
     for junk in (b"GET / HTTP/1.1\r\n\r\n", b"\x01\x00\xff\xff\xff\xff" + b"x" * 100, b""):
         with socket.create_connection(("127.0.0.1", receiver.port), timeout=5) as sock:
             sock.sendall(junk)
-            sock.shutdown(socket.SHUT_WR)
-            sock.recv(100)  # an A-ABORT or a closed connection, never a hang
+            # An A-ABORT or a closed connection, never a hang (a timeout fails the test). The
+            # receiver may close before this side's shutdown (ENOTCONN) or reset: refusals too.
+            try:
+                sock.shutdown(socket.SHUT_WR)
+                sock.recv(100)
+            except TimeoutError:
+                raise
+            except OSError:
+                pass
     assert echo_scu("127.0.0.1", receiver.port).returncode == 0
 
 

@@ -108,9 +108,10 @@ def cmd_coupling(args: argparse.Namespace) -> int:
 def cmd_deid(argv: list[str]) -> int:
     """``fiona deid ARGS``: ARGS go to the de-identification command line, except --config and
     --data, which choose FIONA's settings as for every command."""
+    from fiona_common.projects import projects_path
     from fiona_common.secret_files import read_key
     from fiona_deid.cli import main as deid_main
-    from services.exporter.main import key_path, projects_path
+    from services.exporter.main import key_path
 
     ours = argparse.ArgumentParser(add_help=False)
     ours.add_argument("--config")

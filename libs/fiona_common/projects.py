@@ -15,6 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fiona_common.errors import ConfigError
+from fiona_common.settings import Settings
+from fiona_common.watched import WatchedFile, read_text
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 
@@ -194,3 +196,17 @@ def _describe(err: ValidationError, raw: Any) -> str:
         where = f"routing[{loc[1]}], field {field}"
     message = first["msg"].removeprefix("Value error, ")
     return f"{where}: {message}"
+
+
+def projects_path(settings: Settings) -> Path:
+    """The projects file redcap_sync, the exporter and ``fiona deid`` read."""
+    return settings.redcap_sync.projects_file or settings.datadir / "config" / "projects.json"
+
+
+def load_catalog(path: Path) -> Catalog:
+    return parse_catalog(read_text(path), str(path))
+
+
+def watch_catalog(path: Path) -> WatchedFile[Catalog]:
+    """The projects file, reloaded when it changes (a broken version is refused)."""
+    return WatchedFile(path, lambda text: parse_catalog(text, str(path)), "projects file")

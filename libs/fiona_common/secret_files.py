@@ -21,10 +21,15 @@ def read_key(path: Path, create: bool = False) -> bytes:
         else:
             with os.fdopen(fd, "wb") as f:
                 f.write(secrets.token_hex(KEY_BYTES).encode())
+    return read_secret(path, "key")
+
+
+def read_secret(path: Path, what: str, min_length: int = 16) -> bytes:
+    """A secret (key, token) from ``path``, surrounding whitespace removed; refused when short."""
     try:
-        key = path.read_bytes().strip()
+        secret = path.read_bytes().strip()
     except OSError as err:
-        raise ConfigError(f"key file {path} cannot be read: {err}") from None
-    if len(key) < 16:
-        raise ConfigError(f"the key in {path} is shorter than 16 bytes")
-    return key
+        raise ConfigError(f"{what} file {path} cannot be read: {err}") from None
+    if len(secret) < min_length:
+        raise ConfigError(f"the {what} in {path} is shorter than {min_length} characters")
+    return secret

@@ -18,6 +18,7 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
 from fiona_common.errors import ConfigError
+from fiona_common.secret_files import read_secret
 from fiona_deid.files import deidentify_file, input_files
 from fiona_deid.keyed import MIN_KEY_BYTES
 from fiona_deid.profile import effective_table, plan
@@ -155,13 +156,7 @@ def _run(args: argparse.Namespace, settings: DeidSettings) -> int:
 def _read_key(path: Path | None) -> bytes:
     if path is None:
         raise ConfigError("--key-file is needed to write de-identified objects")
-    try:
-        key = path.read_bytes().strip()
-    except OSError as err:
-        raise ConfigError(f"key file {path}: {err.strerror}") from None
-    if len(key) < MIN_KEY_BYTES:
-        raise ConfigError(f"key file {path}: needs at least {MIN_KEY_BYTES} bytes")
-    return key
+    return read_secret(path, "key", MIN_KEY_BYTES)
 
 
 if __name__ == "__main__":

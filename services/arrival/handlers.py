@@ -4,12 +4,13 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
 from fiona_common.bus import Bus
+from fiona_common.clock import utc_now
 from fiona_common.errors import BadInput
 from fiona_common.kvstate import cas_update
 from fiona_common.layout import Layout
@@ -40,10 +41,6 @@ class OpenStudy(BaseModel):
     due: datetime | None
     opened_at: datetime | None = None
     mark: bool = False  # "look now", set before a progress write; any index of it replaces it
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass

@@ -8,13 +8,14 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from nats.js.kv import KeyValue
 
 from fiona_common.bus import Bus
+from fiona_common.clock import utc_now
 from fiona_common.errors import BadInput, ConfigError, Later
 from fiona_common.layout import Layout
 from fiona_common.messages import TransferOutcome, TransferRequested, TransferResult
@@ -31,10 +32,6 @@ from services.exporter.stage import Staged, stage
 log = logging.getLogger(__name__)
 LEDGER_CHUNK = 50
 _STATUS = {Sent.OK: Status.SENT, Sent.TRANSIENT: Status.PENDING, Sent.PERMANENT: Status.REFUSED}
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass

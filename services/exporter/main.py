@@ -7,11 +7,10 @@ from pathlib import Path
 from fiona_common.bus import ConsumerSpec, connect_when_available
 from fiona_common.layout import Layout
 from fiona_common.messages import TransferRequested
-from fiona_common.projects import Catalog, parse_catalog
+from fiona_common.projects import projects_path, watch_catalog
 from fiona_common.secret_files import read_key
 from fiona_common.service import ServiceContext, run_service
 from fiona_common.settings import Settings
-from fiona_common.watched import WatchedFile
 from services.exporter import ledger
 from services.exporter.handlers import ExporterDeps, on_transfer_requested
 
@@ -31,10 +30,6 @@ def consumers(ack_wait_seconds: float) -> list[ConsumerSpec]:
     ]
 
 
-def projects_path(settings: Settings) -> Path:
-    return settings.redcap_sync.projects_file or settings.datadir / "config" / "projects.json"
-
-
 def key_path(settings: Settings) -> Path:
     return settings.exporter.key_file or settings.datadir / "state" / "secrets" / "deid.key"
 
@@ -47,9 +42,7 @@ def main(settings: Settings) -> int:
 async def exporter(ctx: ServiceContext) -> None:
     settings = ctx.settings
     path = projects_path(settings)
-    catalog: WatchedFile[Catalog] = WatchedFile(
-        path, lambda text: parse_catalog(text, str(path)), "projects file"
-    )
+    catalog = watch_catalog(path)
     observer = catalog.watch()
     listeners = settings.listeners()
     bus = await connect_when_available(ctx.nats_url, "fiona-exporter", ctx.stop)

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from fiona_common.errors import BadInput, ConfigError, FionaError
+from fiona_common.errors import BadInput, FionaError
 from fiona_common.metrics import ApiHandler
+from fiona_common.secret_files import read_secret
 from services.redcap_sync.handlers import SyncDeps, assign
 from services.redcap_sync.registry import StudyRecord
 
@@ -26,13 +27,7 @@ CALL_TIMEOUT = 30.0
 
 
 def read_token(path: Path) -> str:
-    try:
-        token = path.read_text().strip()
-    except OSError as err:
-        raise ConfigError(f"API token file {path} cannot be read: {err}") from None
-    if len(token) < 16:
-        raise ConfigError(f"API token in {path} is shorter than 16 characters")
-    return token
+    return read_secret(path, "API token").decode("utf-8", "replace")
 
 
 def public(record: StudyRecord) -> dict[str, Any]:

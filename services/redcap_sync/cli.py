@@ -12,13 +12,13 @@ from typing import TypeVar
 
 from fiona_common.bus import Bus, connect
 from fiona_common.layout import Layout
-from fiona_common.projects import parse_catalog
+from fiona_common.projects import load_catalog, projects_path
 from fiona_common.service import DEFAULT_NATS_URL
 from fiona_common.settings import Settings
 from fiona_common.watched import read_text
 from services.redcap_sync import autoid, coupling
 from services.redcap_sync.handlers import SyncDeps, assign
-from services.redcap_sync.main import open_identity, projects_path
+from services.redcap_sync.main import open_identity
 from services.redcap_sync.registry import StudyRecord
 from services.redcap_sync.routes import read_facts
 from services.redcap_sync.store import Registry
@@ -27,8 +27,7 @@ T = TypeVar("T")
 
 
 async def _with_deps(settings: Settings, work: Callable[[SyncDeps], Awaitable[T]]) -> T:
-    path = projects_path(settings)
-    catalog = parse_catalog(read_text(path), str(path))
+    catalog = load_catalog(projects_path(settings))
     bus: Bus = await connect(settings.nats_url or DEFAULT_NATS_URL, "fiona-cli")
     try:
         deps = SyncDeps(
@@ -90,8 +89,7 @@ def list_studies(settings: Settings, everything: bool, clear: bool) -> list[str]
 
 def import_coupling(settings: Settings, file: Path) -> tuple[int, list[str]]:
     """Store the good rows; the bad ones are returned, each naming its line."""
-    path = projects_path(settings)
-    catalog = parse_catalog(read_text(path), str(path))
+    catalog = load_catalog(projects_path(settings))
     identity = open_identity(settings)
     good, bad = coupling.parse_csv(read_text(file), catalog, identity, datetime.now(UTC))
 

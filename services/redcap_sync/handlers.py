@@ -4,10 +4,11 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from nats.js.kv import KeyValue
 
+from fiona_common.clock import utc_now
 from fiona_common.errors import BadInput, Later, Unavailable
 from fiona_common.layout import Layout, checked_uid
 from fiona_common.messages import StudyComplete, TransferResult
@@ -38,10 +39,6 @@ from services.redcap_sync.store import Registry, record_key
 
 log = logging.getLogger(__name__)
 KEPT_REFUSALS = 10
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass

@@ -10,7 +10,7 @@ from fiona_common.bus import NATS_DOWN, ConsumerSpec, connect_when_available
 from fiona_common.errors import FionaError
 from fiona_common.layout import Layout
 from fiona_common.messages import StudyComplete, TransferResult
-from fiona_common.projects import Catalog, parse_catalog
+from fiona_common.projects import Catalog, projects_path, watch_catalog
 from fiona_common.service import ServiceContext, run_service
 from fiona_common.settings import Settings
 from fiona_common.watched import WatchedFile
@@ -32,10 +32,6 @@ STUDIES = ConsumerSpec(durable="redcap-sync", ack_wait_seconds=60)
 RESULTS = ConsumerSpec(durable="redcap-sync-results", ack_wait_seconds=60, max_deliver=50)
 
 
-def projects_path(settings: Settings) -> Path:
-    return settings.redcap_sync.projects_file or settings.datadir / "config" / "projects.json"
-
-
 def key_path(settings: Settings) -> Path:
     return settings.redcap_sync.key_file or settings.datadir / "state" / "secrets" / "identity.key"
 
@@ -46,7 +42,7 @@ def open_catalog(settings: Settings) -> WatchedFile[Catalog]:
     if settings.redcap_sync.projects_file is None and not path.exists():
         write_demo(path)
         log.info("no projects file yet: wrote the demo project", extra={"path": str(path)})
-    return WatchedFile(path, lambda text: parse_catalog(text, str(path)), "projects file")
+    return watch_catalog(path)
 
 
 def open_identity(settings: Settings) -> Identity:

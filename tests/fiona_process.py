@@ -9,7 +9,7 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import nats
 from nats.js.api import ConsumerConfig, DeliverPolicy
@@ -128,42 +128,48 @@ def read_events(
     return asyncio.run(fetch_all())
 
 
-class Classifier(FionaService):
+class PipelineService(FionaService):
+    """A service behind the receiver: its data directory and NATS, a free HTTP port."""
+
+    SERVICE: ClassVar[str]
+    DEFAULTS: ClassVar[dict[str, str]] = {}  # test-friendly settings; ``extra`` wins
+
+    def __init__(
+        self, workdir: Path, datadir: Path, nats_url: str, extra: dict[str, str] | None = None
+    ) -> None:
+        http_port = free_port()
+        section = self.SERVICE.replace("-", "_").upper()
+        settings = {
+            "FIONA_DATADIR": str(datadir),
+            "FIONA_NATS_URL": nats_url,
+            f"FIONA_{section}__HTTP_PORT": str(http_port),
+            **self.DEFAULTS,
+            **(extra or {}),
+        }
+        super().__init__(workdir, self.SERVICE, settings, http_port)
+
+
+class Classifier(PipelineService):
     """The classifier, reading the same data directory and NATS as a receiver."""
 
-    def __init__(
-        self, workdir: Path, datadir: Path, nats_url: str, extra: dict[str, str] | None = None
-    ) -> None:
-        http_port = free_port()
-        settings = {
-            "FIONA_DATADIR": str(datadir),
-            "FIONA_NATS_URL": nats_url,
-            "FIONA_CLASSIFIER__HTTP_PORT": str(http_port),
-            **(extra or {}),
-        }
-        super().__init__(workdir, "classifier", settings, http_port)
+    SERVICE = "classifier"
 
 
-class Arrival(FionaService):
+class Arrival(PipelineService):
     """The arrival service, short quiet periods unless ``extra`` says otherwise."""
 
-    def __init__(
-        self, workdir: Path, datadir: Path, nats_url: str, extra: dict[str, str] | None = None
-    ) -> None:
-        http_port = free_port()
-        settings = {
-            "FIONA_DATADIR": str(datadir),
-            "FIONA_NATS_URL": nats_url,
-            "FIONA_ARRIVAL__HTTP_PORT": str(http_port),
-            "FIONA_ARRIVAL__QUIET_SECONDS": "1.5",
-            "FIONA_ARRIVAL__GRACE_SECONDS": "0.3",
-            **(extra or {}),
-        }
-        super().__init__(workdir, "arrival", settings, http_port)
+    SERVICE = "arrival"
+    DEFAULTS = {"FIONA_ARRIVAL__QUIET_SECONDS": "1.5", "FIONA_ARRIVAL__GRACE_SECONDS": "0.3"}
 
 
-class RedcapSync(FionaService):
+class RedcapSync(PipelineService):
     """The redcap_sync service with its projects file and identity key under ``workdir``."""
+
+    SERVICE = "redcap-sync"
+    DEFAULTS = {
+        "FIONA_REDCAP_SYNC__REEVALUATE_SECONDS": "1",
+        "FIONA_REDCAP_SYNC__RETRY_DELAY_SECONDS": "1",
+    }
 
     def __init__(
         self,
@@ -174,23 +180,20 @@ class RedcapSync(FionaService):
         extra: dict[str, str] | None = None,
     ) -> None:
         """``projects`` None: the defaults (demo project and key written in ``datadir``)."""
-        http_port = free_port()
-        settings = {
-            "FIONA_DATADIR": str(datadir),
-            "FIONA_NATS_URL": nats_url,
-            "FIONA_REDCAP_SYNC__HTTP_PORT": str(http_port),
-            "FIONA_REDCAP_SYNC__REEVALUATE_SECONDS": "1",
-            "FIONA_REDCAP_SYNC__RETRY_DELAY_SECONDS": "1",
-            **(extra or {}),
-        }
+        files = {}
         if projects is not None:
-            settings["FIONA_REDCAP_SYNC__PROJECTS_FILE"] = str(projects)
-            settings["FIONA_REDCAP_SYNC__KEY_FILE"] = str(workdir.parent / "identity.key")
-        super().__init__(workdir, "redcap-sync", settings, http_port)
+            files = {
+                "FIONA_REDCAP_SYNC__PROJECTS_FILE": str(projects),
+                "FIONA_REDCAP_SYNC__KEY_FILE": str(workdir.parent / "identity.key"),
+            }
+        super().__init__(workdir, datadir, nats_url, {**files, **(extra or {})})
 
 
-class Exporter(FionaService):
+class Exporter(PipelineService):
     """The exporter, reading the projects file and the data directory of a receiver."""
+
+    SERVICE = "exporter"
+    DEFAULTS = {"FIONA_EXPORTER__RETRY_SECONDS": "0.5", "FIONA_EXPORTER__MAX_RETRY_SECONDS": "1"}
 
     def __init__(
         self,
@@ -200,14 +203,5 @@ class Exporter(FionaService):
         projects: Path,
         extra: dict[str, str] | None = None,
     ) -> None:
-        http_port = free_port()
-        settings = {
-            "FIONA_DATADIR": str(datadir),
-            "FIONA_NATS_URL": nats_url,
-            "FIONA_EXPORTER__HTTP_PORT": str(http_port),
-            "FIONA_REDCAP_SYNC__PROJECTS_FILE": str(projects),
-            "FIONA_EXPORTER__RETRY_SECONDS": "0.5",
-            "FIONA_EXPORTER__MAX_RETRY_SECONDS": "1",
-            **(extra or {}),
-        }
-        super().__init__(workdir, "exporter", settings, http_port)
+        files = {"FIONA_REDCAP_SYNC__PROJECTS_FILE": str(projects)}
+        super().__init__(workdir, datadir, nats_url, {**files, **(extra or {})})

@@ -105,6 +105,23 @@ def cmd_coupling(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def cmd_redcap(args: argparse.Namespace) -> int:
+    from services.redcap_sync.cli import redcap_setup, redcap_sync_now
+
+    settings = _settings(args)
+    if args.action == "sync":
+        outcome = redcap_sync_now(settings)
+        for what, result in outcome.items():
+            print(f"{what}: {result}")
+        return 0 if all(r == "ok" for r in outcome.values()) else 1
+    findings = redcap_setup(settings, args.action)
+    for finding in findings:
+        print(f"{finding.role}: {'ok' if finding.ok else 'PROBLEM'}")
+        for line in finding.lines:
+            print(f"  {line}")
+    return 0 if all(f.ok for f in findings) else 1
+
+
 def cmd_deid(argv: list[str]) -> int:
     """``fiona deid ARGS``: ARGS go to the de-identification command line, except --config and
     --data, which choose FIONA's settings as for every command."""
@@ -175,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     couple = add("coupling", cmd_coupling, "import a coupling list (CSV)")
     couple.add_argument("action", choices=["import"])
     couple.add_argument("file", metavar="FILE")
+    redcap = add("redcap", cmd_redcap, "REDCap: sync now, bootstrap or check its projects")
+    redcap.add_argument(
+        "action",
+        choices=["sync", "bootstrap", "check", "emulator"],
+        help="emulator: a REDCap API emulator for tests and demos (fiona redcap emulator -h)",
+    )
     # Listed for --help; main() hands its arguments to the de-identification command line.
     add("deid", cmd_status, "de-identify files offline with a project's settings (fiona deid -h)")
     status = add("status", cmd_status, "show each service's health; non-zero exit if unhealthy")
@@ -186,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["deid"]:
         return _guarded(lambda: cmd_deid(argv[1:]))
+    if argv[:2] == ["redcap", "emulator"]:
+        from redcap_emulator.cli import main as emulator_main
+
+        return _guarded(lambda: emulator_main(argv[2:]))
     args = build_parser().parse_args(argv)
     return _guarded(lambda: args.func(args))
 

@@ -233,6 +233,10 @@ class Bus:
                     await _refuse(msg, event)
             try:
                 outcomes = await handler([event for _, event in good]) if good else []
+            except Later as later:  # the whole batch comes back then, in its order
+                for msg, _ in good:
+                    await msg.nak(delay=later.seconds)
+                return
             except Exception:  # the consume-loop boundary: the batch comes back later
                 log.exception("batch handler failed", extra={"events": len(good)})
                 for msg, _ in good:

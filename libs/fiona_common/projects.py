@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fiona_common.errors import ConfigError
+from fiona_common.layout import DIR_MODE, FILE_MODE, write_atomic
 from fiona_common.settings import Settings
 from fiona_common.watched import WatchedFile, read_text
 
@@ -37,11 +38,12 @@ class Strict(BaseModel):
 class Destination(Strict):
     """Where a project's pseudonymized studies go."""
 
-    kind: Literal["dicom", "outbox"]
+    kind: Literal["dicom", "outbox", "sftp"]
     aet: str | None = Field(default=None, max_length=16)
     host: str | None = None
-    port: int | None = Field(default=None, ge=1, le=65535)
-    # DICOM nodes: associations one exporter process opens at once, and an optional rate limit.
+    port: int | None = Field(default=None, ge=1, le=65535)  # sftp: 22 when not given
+    # DICOM nodes: associations one exporter process opens at once, and an optional rate limit
+    # (also the upload limit of an SFTP destination).
     max_associations: int = Field(default=2, ge=1, le=32)
     max_bytes_per_second: int | None = Field(default=None, ge=1)
     # DICOM over TLS: the node's certificate is checked against tls_ca_file (None: the system's
@@ -50,12 +52,44 @@ class Destination(Strict):
     tls_ca_file: Path | None = None
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    # SFTP servers (docs/projects.md): a login key (its passphrase, if any, in passphrase_file;
+    # both secret files), the server's host key checked against known_hosts_file (None:
+    # ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts), never accepted unseen.
+    user: str | None = None
+    key_file: Path | None = None
+    passphrase_file: Path | None = None
+    known_hosts_file: Path | None = None
+    remote_dir: str = "."
+    package: Literal["archive", "folder"] = "archive"  # a .zip (+ .sha256) or the folder tree
+    # read_back: size and SHA-256 read back through SFTP; md5_file/sha256_file: a checksum file
+    # the server writes next to the upload (named + checksum_suffix), as the original's DAIC did.
+    confirm: Literal["read_back", "md5_file", "sha256_file"] = "read_back"
+    checksum_suffix: str | None = Field(default=None, pattern=r"^\.[A-Za-z0-9_.-]{1,32}$")
+    confirm_timeout_seconds: float = Field(default=300.0, gt=0)
+    # Uploads only start in this daily window, local time ("22:00-06:00"); None: at once.
+    window: str | None = Field(
+        default=None, pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$"
+    )
 
     @model_validator(mode="after")
-    def _dicom_needs_node(self) -> "Destination":
+    def _fields_of_kind(self) -> "Destination":
         if self.kind == "dicom" and not (self.aet and self.host and self.port):
             raise ValueError("a dicom destination needs aet, host and port")
+        if self.kind == "sftp" and not (self.host and self.user and self.key_file):
+            raise ValueError("an sftp destination needs host, user and key_file")
+        if self.confirm != "read_back" and self.package != "archive":
+            raise ValueError(f"confirm {self.confirm} needs package archive")
         return self
+
+    def seconds_until_window(self, seconds_into_day: float) -> float:
+        """0 when uploads may start now (inside the window, or none set), else the seconds
+        until the window opens; ``seconds_into_day`` is the local time of day."""
+        if self.window is None:
+            return 0.0
+        start, end = (int(hhmm[:2]) * 3600 + int(hhmm[3:]) * 60 for hhmm in self.window.split("-"))
+        now = seconds_into_day % 86400
+        inside = start <= now < end if start <= end else (now >= start or now < end)
+        return 0.0 if inside or start == end else (start - now) % 86400
 
 
 class AutoId(Strict):
@@ -152,9 +186,17 @@ class RoutingRule(Strict):
         return _regex(value)
 
 
+class ProjectDefaults(Strict):
+    """For projects defined only in REDCap (which knows nothing of destinations)."""
+
+    destinations: list[Destination] = Field(default_factory=list)
+    deidentification: Deidentification = Field(default_factory=Deidentification)
+
+
 class Catalog(Strict):
     projects: list[Project] = Field(default_factory=list)
     routing: list[RoutingRule] = Field(default_factory=list)
+    defaults: ProjectDefaults | None = None
 
     @property
     def by_name(self) -> dict[str, Project]:
@@ -198,9 +240,26 @@ def _describe(err: ValidationError, raw: Any) -> str:
     return f"{where}: {message}"
 
 
-def projects_path(settings: Settings) -> Path:
-    """The projects file redcap_sync, the exporter and ``fiona deid`` read."""
+def admin_projects_path(settings: Settings) -> Path:
+    """The projects file the admin writes."""
     return settings.redcap_sync.projects_file or settings.datadir / "config" / "projects.json"
+
+
+def projects_path(settings: Settings) -> Path:
+    """The projects file redcap_sync, the exporter and ``fiona deid`` read.
+
+    With REDCap configured, redcap_sync merges the admin's file with the projects and rules read
+    from REDCap into ``state/redcap/projects.json``; until its first merge that file is a copy
+    of the admin's (so the exporter can start first).
+    """
+    admin = admin_projects_path(settings)
+    if settings.redcap_sync.redcap.url is None:
+        return admin
+    merged = settings.datadir / "state" / "redcap" / "projects.json"
+    if not merged.exists() and admin.exists():
+        merged.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        write_atomic(merged, admin.read_bytes(), FILE_MODE)
+    return merged
 
 
 def load_catalog(path: Path) -> Catalog:

@@ -128,6 +128,39 @@ class ArrivalSettings(BaseModel):
         return _lower_keys(data)
 
 
+class RedcapSettings(BaseModel):
+    """REDCap as the system of record (``FIONA_REDCAP_SYNC__REDCAP__*``); no url: local mode."""
+
+    # The API address, ending in /api/ (https://redcap.example.org/api/).
+    url: str | None = None
+    # TLS is always verified; a CA bundle for a hospital CA (None: the system's trust store).
+    ca_bundle: Path | None = None
+    # One token file per REDCap project: incoming, projects, routing, coupling, autoid and
+    # project.<NAME> (a research project's own REDCap); empty: <DATADIR>/state/secrets/redcap.
+    tokens_dir: Path | None = None
+    # A research project's own REDCap on another server: project name -> its /api/ address.
+    project_urls: dict[str, str] = Field(default_factory=dict)
+    sync_seconds: float = Field(default=300.0, gt=0)  # how often projects, rules, lists are read
+    chunk: int = Field(default=100, ge=1, le=1000)  # records (rows) per API call
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    retry_seconds: float = Field(default=30.0, ge=0.1)  # a pending write is tried again after
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lower(cls, data: Any) -> Any:
+        return _lower_keys(data)
+
+    @field_validator("url", "project_urls")
+    @classmethod
+    def _api_address(cls, value: Any) -> Any:
+        for url in value.values() if isinstance(value, dict) else [value]:
+            if url is not None and not url.startswith(("https://", "http://")):
+                raise ValueError(f"{url!r} is not an http(s) address")
+            if url is not None and not url.endswith("/api/"):
+                raise ValueError(f"{url!r}: a REDCap API address ends in /api/")
+        return value
+
+
 class RedcapSyncSettings(BaseModel):
     """The redcap_sync service (``FIONA_REDCAP_SYNC__*``): projects, routing, assignment."""
 
@@ -145,6 +178,7 @@ class RedcapSyncSettings(BaseModel):
     retry_delay_seconds: float = Field(default=300.0, ge=0)
     # How often unassigned studies are tried again (a coupling list or rule may have come).
     reevaluate_seconds: float = Field(default=60.0, gt=0)
+    redcap: RedcapSettings = Field(default_factory=RedcapSettings)
 
     @model_validator(mode="before")
     @classmethod
@@ -170,6 +204,19 @@ class ExporterSettings(BaseModel):
     # A request a dead replica held goes to another one after this (live ones renew it).
     ack_wait_seconds: float = Field(default=60.0, gt=1)
     verify: bool = True  # C-FIND the destination afterwards and compare the counts
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lower(cls, data: Any) -> Any:
+        return _lower_keys(data)
+
+
+class HeartbeatSettings(BaseModel):
+    """The heartbeat process (``FIONA_HEARTBEAT__*``): checks every configured peer."""
+
+    http_port: int = 9106
+    interval_seconds: float = Field(default=60.0, gt=0)  # the original's heartbeat: every minute
+    timeout_seconds: float = Field(default=10.0, gt=0)  # per check (the original's echoscu: 10 s)
 
     @model_validator(mode="before")
     @classmethod
@@ -203,6 +250,7 @@ class Settings(BaseSettings):
     arrival: ArrivalSettings = Field(default_factory=ArrivalSettings)
     redcap_sync: RedcapSyncSettings = Field(default_factory=RedcapSyncSettings)
     exporter: ExporterSettings = Field(default_factory=ExporterSettings)
+    heartbeat: HeartbeatSettings = Field(default_factory=HeartbeatSettings)
     config_file: Path | None = None
     extras: dict[str, Any] = Field(default_factory=dict, exclude=True)
 

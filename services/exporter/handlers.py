@@ -22,7 +22,8 @@ from fiona_common.messages import TransferOutcome, TransferRequested, TransferRe
 from fiona_common.projects import Catalog, Destination, Project
 from fiona_common.settings import ExporterSettings
 from fiona_deid.settings import settings_from_project
-from services.exporter import ledger, metrics
+from services.exporter import ledger, metrics, sftp
+from services.exporter import sftp_package as sftp_job
 from services.exporter.dicom_node import Node, Sent, Tls, count_study_instances, send_files
 from services.exporter.ledger import ObjectEntry, Status
 from services.exporter.outbox_dir import publish_study, study_dir
@@ -47,6 +48,8 @@ class ExporterDeps:
     clock: Callable[[], datetime] = utc_now
     # One per DICOM destination: limits the associations this process opens there at once.
     gates: dict[tuple[str, int, str], asyncio.Semaphore] = field(default_factory=dict)
+    # One per rate-limited SFTP destination: the limit holds across concurrent uploads.
+    buckets: dict[tuple[str, int], sftp.TokenBucket] = field(default_factory=dict)
 
 
 class Permanent(Exception):
@@ -143,6 +146,9 @@ async def deliver(
         for i in range(len(project.destinations))
     ]
     todo = [o for o in objects if not all(lg.done(ledger.source_hash(o.sop_uid)) for lg in ledgers)]
+    closed = [sftp_job.window_wait(d, deps.clock()) for d in project.destinations]
+    if todo and all(closed):  # every destination waits for its upload window: stage later
+        raise Later(min(closed))
     staged = Staged()
     sending: list[asyncio.Task[ledger.Ledger]] = []
     # Chunk by chunk: DICOM nodes receive earlier chunks (on up to max_associations at once)
@@ -160,7 +166,7 @@ async def deliver(
         )
         staged.add(chunk)
         for i, destination in enumerate(project.destinations):
-            if destination.kind != "outbox":
+            if destination.kind == "dicom":
                 send = _to_destination(request, deps, i, destination, ledgers[i], chunk)
                 sending.append(asyncio.create_task(send))
     try:
@@ -168,12 +174,31 @@ async def deliver(
     finally:
         for task in sending:
             task.cancel()  # only when one failed: the others stop too
+    await _whole_study(request, deps, project, ledgers, staged)
+    return await _verdict(request, deps, project, ledgers, staged, len(objects))
+
+
+async def _whole_study(
+    request: TransferRequested,
+    deps: ExporterDeps,
+    project: Project,
+    ledgers: list[ledger.Ledger],
+    staged: Staged,
+) -> None:
+    """Outbox and SFTP destinations get the whole study (an SFTP one uploads the outbox's);
+    ``ledgers`` are brought up to date. :class:`Later` when an upload window is closed."""
+    waits = []
     for i, destination in enumerate(project.destinations):
         key = ledger.ledger_key(request.transfer_id, i)
         ledgers[i] = await ledger.load(deps.ledgers, key)  # every chunk's entries, merged
-        if destination.kind == "outbox":
+        if destination.kind == "dicom":
+            continue
+        try:
             ledgers[i] = await _to_destination(request, deps, i, destination, ledgers[i], staged)
-    return await _verdict(request, deps, project, ledgers, staged, len(objects))
+        except Later as later:  # outside its upload window; the others go now
+            waits.append(later.seconds)
+    if waits:
+        raise Later(min(waits))
 
 
 async def _verdict(
@@ -186,7 +211,7 @@ async def _verdict(
 ) -> tuple[TransferOutcome, str, dict[str, Any]]:
     summary: dict[str, Any] = {"objects": objects}
     for i, result in enumerate(ledgers):
-        summary[f"destination_{i}"] = {s.value: result.count(s) for s in Status}
+        summary[f"destination_{i}"] = sftp_job.counts(result)
         summary["mapped_study_uid"] = result.mapped_study_uid or staged.mapped_study_uid
     if any(lg.count(Status.PENDING) for lg in ledgers):
         return _retry_or_give_up(request, deps, ledgers, summary)
@@ -256,6 +281,8 @@ async def _to_destination(
         return known
     if destination.kind == "outbox":
         return await _to_outbox(request, deps, key, todo, staged)
+    if destination.kind == "sftp":
+        return await _to_sftp(request, deps, key, destination, todo, staged, known)
     return await _to_node(deps, key, destination, todo, staged)
 
 
@@ -276,6 +303,51 @@ async def _to_outbox(
     }
     metrics.OBJECTS.labels("outbox", Status.SENT.value).inc(len(entries))
     metrics.BYTES.labels("outbox").inc(sum(p.stat().st_size for p in todo.values()))
+    return await ledger.record(deps.ledgers, key, entries, staged.mapped_study_uid)
+
+
+async def _to_sftp(
+    request: TransferRequested,
+    deps: ExporterDeps,
+    key: str,
+    destination: Destination,
+    todo: dict[str, Path],
+    staged: Staged,
+    known: ledger.Ledger,
+) -> ledger.Ledger:
+    """Pack the study into the outbox, upload it until confirmed, move it on to ``sent/``."""
+    wait = sftp_job.window_wait(destination, deps.clock())
+    if wait:
+        raise Later(wait)
+    outbox = deps.outboxes[request.site]
+    target = study_dir(
+        outbox, request.project, request.participant, request.event, staged.mapped_study_uid
+    )
+    job = sftp_job.Upload.of(destination, _project(request, deps), target, outbox)
+    if any(n.startswith(sftp_job.PACKAGE) and not known.done(n) for n in known.objects):
+        metrics.SFTP_RETRIES.labels("failure").inc()
+    try:
+        receipt = await asyncio.to_thread(
+            sftp_job.deliver_study, job, list(todo.values()), job.server.bucket(deps.buckets)
+        )
+    except (sftp.Refused, ConfigError) as err:
+        metrics.SFTP_UPLOADS.labels("failed").inc()
+        raise Permanent(str(err)) from None
+    except sftp_job.RETRY_LATER as err:
+        metrics.SFTP_UPLOADS.labels("failed").inc()
+        log.warning("sftp upload failed", extra={"destination": job.server.url, "reason": str(err)})
+        entry = ObjectEntry(status=Status.PENDING, attempts=1, at=deps.clock(), note=str(err)[:300])
+        return await ledger.record(deps.ledgers, key, {job.ledger_name: entry})
+    now = deps.clock()
+    entries = {
+        h: ObjectEntry(dest_sop_uid=staged.dest_sop[h], status=Status.SENT, attempts=1, at=now)
+        for h in todo
+    }
+    note = f"{receipt.remote}: {receipt.size_bytes} bytes, sha256 {receipt.sha256}"
+    entries[job.ledger_name] = ObjectEntry(status=Status.SENT, attempts=1, at=now, note=note)
+    metrics.SFTP_UPLOADS.labels("confirmed" if receipt.bytes_written else "already_there").inc()
+    metrics.OBJECTS.labels("sftp", Status.SENT.value).inc(len(todo))
+    metrics.BYTES.labels("sftp").inc(receipt.size_bytes)
     return await ledger.record(deps.ledgers, key, entries, staged.mapped_study_uid)
 
 

@@ -30,3 +30,22 @@ STORE_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 STAGING_BYTES = Gauge("fiona_exporter_staging_bytes", "De-identified copies waiting for delivery")
+SFTP_BYTES = Counter(
+    "fiona_exporter_sftp_bytes_total", "Bytes written to SFTP servers (writes again included)"
+)
+SFTP_UPLOADS = Counter(
+    "fiona_exporter_sftp_uploads_total",
+    "Study packages to SFTP servers: confirmed, already_there (confirmed, nothing written) or"
+    " failed",
+    ["outcome"],
+)
+SFTP_RETRIES = Counter(
+    "fiona_exporter_sftp_retries_total",
+    "SFTP writes again: resume (a partial upload continued), mismatch (written again after a"
+    " confirmation failure), failure (a package tried again after a transient failure)",
+    ["reason"],
+)
+SFTP_CONFIRMATION_FAILURES = Counter(
+    "fiona_exporter_sftp_confirmation_failures_total",
+    "Uploads whose size or checksum on the server differed from the package's",
+)

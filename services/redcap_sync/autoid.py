@@ -62,3 +62,20 @@ async def pseudonym_for(kv: KeyValue, project: str, pattern: str, patient_key: s
             entry = await kv.get(mapping)
             return (entry.value or b"").decode()
     raise PatternExhausted(f"project {project}: no unused ID left after {MAX_DRAWS} draws")
+
+
+async def adopt(kv: KeyValue, project: str, patient_key: str, pseudonym: str) -> bool:
+    """Take a mapping from REDCap's AutoID project; True if it was new or different here.
+
+    REDCap is the record: a mapping corrected there replaces the one kept here.
+    """
+    mapping = f"patient.{project}.{_short(patient_key)}"
+    try:
+        entry = await kv.get(mapping)
+        if entry.value == pseudonym.encode():
+            return False
+    except KeyNotFoundError:
+        pass
+    await kv.put(f"used.{project}.{_short(pseudonym)}", b"1")
+    await kv.put(mapping, pseudonym.encode())
+    return True

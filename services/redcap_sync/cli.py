@@ -1,4 +1,5 @@
-"""``fiona studies``, ``fiona assign``, ``fiona coupling import``: the registry from a terminal.
+"""``fiona studies``, ``fiona assign``, ``fiona coupling import``, ``fiona redcap``: the registry
+and REDCap from a terminal.
 
 They work on JetStream directly (with the service running or not), through the same functions
 as the service, so a request made here is checked and deduplicated exactly like the others.
@@ -11,14 +12,17 @@ from pathlib import Path
 from typing import TypeVar
 
 from fiona_common.bus import Bus, connect
+from fiona_common.errors import ConfigError
 from fiona_common.layout import Layout
 from fiona_common.projects import load_catalog, projects_path
 from fiona_common.service import DEFAULT_NATS_URL
 from fiona_common.settings import Settings
 from fiona_common.watched import read_text
-from services.redcap_sync import autoid, coupling
+from services.redcap_sync import autoid, coupling, redcap_rows
 from services.redcap_sync.handlers import SyncDeps, assign
-from services.redcap_sync.main import open_identity
+from services.redcap_sync.main import open_identity, redcap_puller
+from services.redcap_sync.redcap_api import Redcap, open_redcap
+from services.redcap_sync.redcap_setup import Finding, bootstrap, check
 from services.redcap_sync.registry import StudyRecord
 from services.redcap_sync.routes import read_facts
 from services.redcap_sync.store import Registry
@@ -27,12 +31,13 @@ T = TypeVar("T")
 
 
 async def _with_deps(settings: Settings, work: Callable[[SyncDeps], Awaitable[T]]) -> T:
-    catalog = load_catalog(projects_path(settings))
+    path = projects_path(settings)
+    load_catalog(path)  # a broken file stops here, before anything is changed
     bus: Bus = await connect(settings.nats_url or DEFAULT_NATS_URL, "fiona-cli")
     try:
         deps = SyncDeps(
             layouts={ls.name: Layout(ls.datadir) for ls in settings.listeners()},
-            catalog=lambda: catalog,
+            catalog=lambda: load_catalog(path),  # as it is now (``fiona redcap sync`` rewrites it)
             identity=open_identity(settings),
             registry=await Registry.open(bus),
             autoid=await bus.kv(autoid.BUCKET),
@@ -106,3 +111,26 @@ def import_coupling(settings: Settings, file: Path) -> tuple[int, list[str]]:
     if good:
         asyncio.run(store())
     return len(good), bad
+
+
+def _redcap(settings: Settings) -> Redcap:
+    rc = open_redcap(settings)
+    if rc is None:
+        raise ConfigError("REDCap is not configured (REDCAP_SYNC.REDCAP.URL)")
+    return rc
+
+
+def redcap_sync_now(settings: Settings) -> dict[str, str]:
+    """One pull from REDCap, as the service does it every sync_seconds."""
+    rc = _redcap(settings)
+
+    async def work(deps: SyncDeps) -> dict[str, str]:
+        rows = await deps.registry.bus.kv(redcap_rows.BUCKET)
+        return await redcap_puller(settings, rc, deps, rows).pull_all()
+
+    return asyncio.run(_with_deps(settings, work))
+
+
+def redcap_setup(settings: Settings, action: str) -> list[Finding]:
+    rc = _redcap(settings)
+    return bootstrap(rc) if action == "bootstrap" else check(rc)

@@ -8,6 +8,7 @@ only as keyed hashes.
 
 import csv
 import io
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from nats.js.errors import KeyNotFoundError
@@ -50,34 +51,59 @@ def parse_csv(
         return [], [f"line 1: missing column(s) {', '.join(sorted(missing))}"]
     good, bad = [], []
     for row in reader:
-        line = reader.line_num
-        accession = (row.get("accession_number") or "").strip()
-        uid = (row.get("study_instance_uid") or "").strip()
-        project = catalog.by_name.get((row.get("project") or "").strip())
-        subject = (row.get("participant_id") or "").strip()
-        problem = None
-        if not accession and not uid:
-            problem = "needs accession_number or study_instance_uid"
-        elif uid and not is_valid_uid(uid):
-            problem = "study_instance_uid is not a valid UID"
-        elif project is None:
-            problem = f"unknown project {row.get('project')!r}"
-        else:
-            problem = project.refuses_subject(subject)
-        if problem or project is None:
-            bad.append(f"line {line}: {problem}")
-            continue
-        entry = CouplingEntry(
-            project=project.name,
-            subject=subject,
-            event=(row.get("event") or "").strip(),
-            created_at=now,
+        entries, problem = entries_for(
+            CouplingRow(
+                accession=row.get("accession_number") or "",
+                study_uid=row.get("study_instance_uid") or "",
+                project=row.get("project") or "",
+                subject=row.get("participant_id") or "",
+                event=row.get("event") or "",
+            ),
+            catalog,
+            identity,
+            now,
         )
-        if accession:
-            good.append((accession_key(identity, accession), entry))
-        if uid:
-            good.append((study_key(uid), entry))
+        if problem:
+            bad.append(f"line {reader.line_num}: {problem}")
+        good += entries
     return good, bad
+
+
+@dataclass(frozen=True)
+class CouplingRow:
+    """One row of a coupling list, from a CSV file or from REDCap's CouplingList."""
+
+    accession: str
+    study_uid: str
+    project: str
+    subject: str
+    event: str
+
+
+def entries_for(
+    row: CouplingRow, catalog: Catalog, identity: Identity, created_at: datetime
+) -> tuple[list[tuple[str, CouplingEntry]], str | None]:
+    """The row's key-value entries (one per accession number / study UID), or why it is bad."""
+    accession, uid, subject = row.accession.strip(), row.study_uid.strip(), row.subject.strip()
+    project = catalog.by_name.get(row.project.strip())
+    problem = None
+    if not accession and not uid:
+        problem = "needs accession_number or study_instance_uid"
+    elif uid and not is_valid_uid(uid):
+        problem = "study_instance_uid is not a valid UID"
+    elif project is None:
+        problem = f"unknown project {row.project!r}"
+    else:
+        problem = project.refuses_subject(subject)
+    if problem or project is None:
+        return [], problem
+    entry = CouplingEntry(
+        project=project.name, subject=subject, event=row.event.strip(), created_at=created_at
+    )
+    keys = ([accession_key(identity, accession)] if accession else []) + (
+        [study_key(uid)] if uid else []
+    )
+    return [(key, entry) for key in keys], None
 
 
 async def lookup(

@@ -16,3 +16,23 @@ RESULTS = Counter(
 UNASSIGNED = Gauge(
     "fiona_redcap_sync_unassigned_studies", "Complete studies no route assigned (recent ones)"
 )
+
+# REDCap (only when configured): what was written, what failed, how far behind it is.
+REDCAP_WRITES = Counter(
+    "fiona_redcap_writes_total",
+    "Rows written to REDCap, by kind (study, request, result, autoid, project)",
+    ["kind"],
+)
+REDCAP_FAILURES = Counter(
+    "fiona_redcap_failures_total",
+    "REDCap calls that failed (work kept and tried again), by what was being done",
+    ["what"],
+)
+REDCAP_PENDING = Gauge(
+    "fiona_redcap_pending_writes", "Events not yet written to REDCap (all three queues)"
+)
+REDCAP_LAST_SYNC = Gauge(
+    "fiona_redcap_last_sync_timestamp_seconds",
+    "When each kind of pull from REDCap last succeeded (projects, coupling, autoid, requests)",
+    ["what"],
+)

@@ -39,6 +39,7 @@ class Route(StrEnum):
     COUPLING = "coupling"  # the coupling list names the study
     AUTOID = "autoid"  # sent to a project's AutoID AE title: FIONA made the pseudonym
     MANUAL = "manual"  # fiona assign / the API
+    REDCAP = "redcap"  # a transfers row someone added in REDCap's Incoming project
 
 
 ALLOWED: dict[TransferState, set[TransferState]] = {

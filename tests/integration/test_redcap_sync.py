@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 import json
@@ -10,23 +9,19 @@ import secrets
 import time
 import urllib.error
 import urllib.request
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from fiona_cli.main import main as fiona
-from fiona_common.bus import connect
 from fiona_common.messages import (
-    CompletionReason,
-    Event,
-    StudyComplete,
     TransferOutcome,
     TransferResult,
 )
-from tests.fiona_process import RedcapSync, read_events
+from tests.fiona_process import RedcapSync
 from tests.integration.conftest import wait_until
+from tests.integration.studies import complete, publish, requests, uid, write_study
 from tests.peers import NatsServer
 
 PROJECTS = {
@@ -65,76 +60,6 @@ PROJECTS = {
         }
     ],
 }
-
-
-def uid() -> str:
-    return f"1.2.826.0.1.{secrets.randbelow(10**12)}"
-
-
-def write_study(
-    data: Path,
-    patient_id: str,
-    called: str = "FIONA",
-    calling: str = "SCANNER",
-    accession: str = "",
-) -> str:
-    """A study as the classifier leaves it: one series summary under site/raw."""
-    study, series = uid(), uid()
-    folder = data / "site" / "raw" / study
-    folder.mkdir(parents=True)
-    summary = {
-        "StudyInstanceUID": study,
-        "SeriesInstanceUID": series,
-        "PatientID": patient_id,
-        "PatientName": f"Doe^{patient_id}",
-        "AccessionNumber": accession,
-        "StudyDescription": "MR head",
-        "StudyDate": "20261127",
-        "StudyTime": "101500",
-        "SeriesDescription": "T1",
-        "Modality": "MR",
-        "NumFiles": "3",
-        "ClassifyType": ["T1"],
-        "IncomingConnection": {
-            "AETitleCaller": calling,
-            "AETitleCalled": called,
-            "CallerIP": "10.0.0.1",
-        },
-    }
-    (folder / f"{series}.json").write_text(json.dumps(summary))
-    return study
-
-
-def complete(study: str, revision: int = 1) -> StudyComplete:
-    now = datetime.now(UTC)
-    return StudyComplete(
-        site="default",
-        study_uid=study,
-        revision=revision,
-        num_files=3,
-        series=[],
-        reason=CompletionReason.QUIET,
-        incomplete=False,
-        calling_aets=["SCANNER"],
-        first_received_at=now,
-        last_received_at=now,
-        completed_at=now,
-    )
-
-
-def publish(url: str, *events: Event) -> None:
-    async def send() -> None:
-        bus = await connect(url, "test")
-        await bus.ensure_streams()
-        for event in events:
-            await bus.publish(event)
-        await bus.close()
-
-    asyncio.run(send())
-
-
-def requests(url: str) -> list[dict[str, Any]]:
-    return read_events(url, "fiona.transfer.requested.>", "FIONA_TRANSFERS")
 
 
 @pytest.fixture

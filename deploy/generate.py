@@ -5,11 +5,13 @@
 
 Dashboards (deploy/grafana/dashboards/*.json) are defined below as code: an overview and one
 dashboard per service. Every query uses only metrics FIONA's services export (``fiona_*``), the
-``up`` series Prometheus adds, and the exporters deployed next to FIONA: prometheus-nats-exporter
-(``gnatsd_*``, ``jetstream_*``) and node-exporter's filesystem collector on the data volume
-(``node_filesystem_*``, job ``fiona-disk``). tests/deploy checks each query against a running
-Prometheus. The PrometheusRule (deploy/k8s/base/monitoring/prometheusrule.yaml) carries the
-groups of deploy/prometheus/rules/fiona.rules.yml unchanged.
+``up`` series Prometheus adds, and node-exporter's filesystem collector on the data volume
+(``node_filesystem_*``, job ``fiona-disk``). NATS is watched through FIONA's own view of it
+(``fiona_nats_connected``, ``fiona_consumer_pending``, the heartbeat's ``fiona_peer_up``), not
+through prometheus-nats-exporter, which compose and Kubernetes run as an extra only.
+tests/deploy checks each query against a running Prometheus. The PrometheusRule
+(deploy/k8s/base/monitoring/prometheusrule.yaml) carries the groups of
+deploy/prometheus/rules/fiona.rules.yml unchanged.
 """
 
 import argparse
@@ -26,17 +28,24 @@ RULES = DEPLOY / "prometheus" / "rules" / "fiona.rules.yml"
 PROMETHEUS_RULE = DEPLOY / "k8s" / "base" / "monitoring" / "prometheusrule.yaml"
 
 RATE = "$__rate_interval"
-JOBS = 'job=~"fiona-(receiver|classifier|arrival|redcap-sync|exporter)"'
+JOBS = 'job=~"fiona-(receiver|classifier|arrival|redcap-sync|exporter|heartbeat)"'
 DISK_USED = (
     '100 * (1 - node_filesystem_avail_bytes{job="fiona-disk"}'
     ' / node_filesystem_size_bytes{job="fiona-disk"})'
 )
-# Work waiting per service, as in the recording rule fiona:consumer_lag.
-JETSTREAM_LAG = (
-    'sum by (consumer_name) (jetstream_consumer_num_pending{{is_consumer_leader="true",'
-    ' consumer_name=~"{0}"}} + jetstream_consumer_num_ack_pending{{is_consumer_leader="true",'
-    ' consumer_name=~"{0}"}})'
-)
+# Durable consumers of redcap-sync and of the exporter (fiona_consumer_pending{consumer}).
+REDCAP_SYNC_CONSUMERS = "redcap-sync.*"  # its own two; the REDCap writers are redcap-write-*
+EXPORTER_CONSUMERS = "exporter-p[0-9]+"
+
+
+def consumer_lag(consumers: str) -> str:
+    """Events waiting per durable consumer: every replica reports the same figure, hence max."""
+    return f'max by (consumer) (fiona_consumer_pending{{consumer=~"{consumers}"}})'
+
+
+def service_lag(consumers: str) -> str:
+    """Events waiting for a service, as in the recording rule fiona:consumer_lag."""
+    return f"sum({consumer_lag(consumers)})"
 
 
 @dataclass
@@ -80,7 +89,14 @@ def quantiles(
     ]
 
 
-def health_row(job: str, service: str) -> tuple[str, list[Panel]]:
+def health_row(job: str, service: str, nats: bool = True) -> tuple[str, list[Panel]]:
+    connected = Panel(
+        "NATS connected",
+        [(f'fiona_nats_connected{{job="{job}"}}', "{{instance}}")],
+        kind="stat",
+        description="1 while the replica's NATS connection is up (fiona_nats_connected).",
+        thresholds=[(0, "red"), (1, "green")],
+    )
     return (
         "Health",
         [
@@ -98,6 +114,7 @@ def health_row(job: str, service: str) -> tuple[str, list[Panel]]:
                 description="1 when the replica is ready to work (fiona_service_ready).",
                 thresholds=[(0, "red"), (1, "green")],
             ),
+            *([connected] if nats else []),
         ],
     )
 
@@ -127,18 +144,20 @@ OVERVIEW = Dashboard(
                     width=6,
                 ),
                 Panel(
-                    "NATS servers answering",
-                    [("count(gnatsd_varz_connections)", "servers")],
+                    "NATS connected",
+                    [("min by (job) (fiona_nats_connected)", "{{job}}")],
                     kind="stat",
-                    description="NATS servers the NATS exporter reaches (3 in the cluster).",
-                    thresholds=[(0, "red"), (2, "orange"), (3, "green")],
+                    description="1 when every replica of the service is connected to NATS; 0 "
+                    "while one waits for NATS or reconnects (fiona_nats_connected).",
+                    thresholds=[(0, "red"), (1, "green")],
                     width=4,
                 ),
                 Panel(
-                    "DICOM peers answering",
+                    "Peers answering",
                     [("min by (peer) (fiona_peer_up)", "{{peer}}")],
                     kind="stat",
-                    description="1 when the last C-ECHO to the peer succeeded (heartbeat).",
+                    description="1 when the heartbeat's last check of the peer succeeded: C-ECHO "
+                    "to DICOM peers, the REDCap API, a NATS round trip.",
                     thresholds=[(0, "red"), (1, "green")],
                     width=4,
                 ),
@@ -181,11 +200,11 @@ OVERVIEW = Dashboard(
                         ("sum(fiona_receiver_event_backlog)", "receiver (events to publish)"),
                         ("max(fiona_classifier_consumer_lag)", "classifier"),
                         ("max(fiona_arrival_consumer_lag)", "arrival"),
-                        (JETSTREAM_LAG.format("redcap-sync.*"), "redcap-sync: {{consumer_name}}"),
-                        (JETSTREAM_LAG.format("exporter-p[0-9]+"), "exporter: {{consumer_name}}"),
+                        (service_lag(REDCAP_SYNC_CONSUMERS), "redcap-sync"),
+                        (service_lag(EXPORTER_CONSUMERS), "exporter"),
                     ],
-                    description="Events waiting for each service (redcap-sync and exporter "
-                    "as the NATS exporter reports their consumers).",
+                    description="Events waiting for each service, as its durable consumers "
+                    "report them (pending + in flight).",
                 ),
                 Panel(
                     "Studies in flight",
@@ -549,8 +568,9 @@ REDCAP_SYNC = Dashboard(
                 ),
                 Panel(
                     "Consumer lag",
-                    [(JETSTREAM_LAG.format("redcap-sync.*"), "{{consumer_name}}")],
-                    description="As the NATS exporter reports the redcap-sync consumers.",
+                    [(consumer_lag("redcap-.*"), "{{consumer}}")],
+                    description="Events waiting per durable consumer: studies, results and, "
+                    "with REDCap, the three REDCap writers (redcap-write-*).",
                 ),
             ],
         ),
@@ -665,8 +685,9 @@ EXPORTER = Dashboard(
                 ),
                 Panel(
                     "Consumer lag",
-                    [(JETSTREAM_LAG.format("exporter-p[0-9]+"), "{{consumer_name}}")],
-                    description="As the NATS exporter reports the exporter's partition consumers.",
+                    [(consumer_lag(EXPORTER_CONSUMERS), "{{consumer}}")],
+                    description="Requests waiting per partition consumer: a slow or unreachable "
+                    "destination holds its partition.",
                 ),
             ],
         ),
@@ -701,7 +722,44 @@ EXPORTER = Dashboard(
     ],
 )
 
-ALL = [OVERVIEW, RECEIVER, CLASSIFIER, ARRIVAL, REDCAP_SYNC, EXPORTER]
+HEARTBEAT = Dashboard(
+    "fiona-heartbeat",
+    "FIONA heartbeat",
+    "Checks of every configured peer: PACS nodes and DICOM destinations (C-ECHO), the REDCap "
+    "API, NATS (fiona run heartbeat).",
+    [
+        health_row("fiona-heartbeat", "heartbeat", nats=False),
+        (
+            "Peers",
+            [
+                Panel(
+                    "Peers answering",
+                    [("min by (peer) (fiona_peer_up)", "{{peer}}")],
+                    kind="stat",
+                    description="1 when the last check of the peer succeeded.",
+                    thresholds=[(0, "red"), (1, "green")],
+                ),
+                Panel(
+                    "Round trip of the last check",
+                    [("max by (peer) (fiona_peer_rtt_seconds)", "{{peer}}")],
+                    unit="s",
+                    description="From connecting to the answer; absent while the peer is down.",
+                ),
+                Panel(
+                    "Checks by outcome (per hour)",
+                    [
+                        (
+                            "sum by (outcome) (increase(fiona_peer_checks_total[1h]))",
+                            "{{outcome}}",
+                        )
+                    ],
+                ),
+            ],
+        ),
+    ],
+)
+
+ALL = [OVERVIEW, RECEIVER, CLASSIFIER, ARRIVAL, REDCAP_SYNC, EXPORTER, HEARTBEAT]
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fiona_common.errors import ConfigError, FionaError
 from fiona_common.settings import Settings
+from fiona_ops.cli import add_pacs_actions, run_pacs
 
 # Service name on the command line -> module whose ``main(settings)`` runs it.
 SERVICES: dict[str, str] = {
@@ -16,6 +17,7 @@ SERVICES: dict[str, str] = {
     "arrival": "services.arrival.main",
     "redcap_sync": "services.redcap_sync.main",
     "exporter": "services.exporter.main",
+    "heartbeat": "fiona_ops.heartbeat",
 }
 
 
@@ -122,6 +124,35 @@ def cmd_redcap(args: argparse.Namespace) -> int:
     return 0 if all(f.ok for f in findings) else 1
 
 
+def cmd_pacs(args: argparse.Namespace) -> int:
+    return run_pacs(_settings(args), args)
+
+
+def cmd_janitor(args: argparse.Namespace) -> int:
+    from fiona_ops.janitor_service import run_command, run_loop
+
+    settings = _settings(args)
+    if args.loop and (args.dry_run or args.force):
+        raise FionaError("--loop runs unattended: it takes neither --dry-run nor --force")
+    if args.loop:
+        return run_loop(settings)
+    return run_command(settings, dry_run=args.dry_run, force=args.force)
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from fiona_ops.backup import run_command
+
+    archive, force = getattr(args, "archive", False), getattr(args, "force", False)
+    return run_command(args.action, Path(args.path), lambda: _settings(args), archive, force)
+
+
+def cmd_reprocess(args: argparse.Namespace) -> int:
+    from fiona_ops.reprocess import Selection, run_reprocess
+
+    selection = Selection(tuple(args.study_uids), args.since, args.patient_hash, args.site)
+    return run_reprocess(_settings(args), selection, args.dry_run)
+
+
 def cmd_deid(argv: list[str]) -> int:
     """``fiona deid ARGS``: ARGS go to the de-identification command line, except --config and
     --data, which choose FIONA's settings as for every command."""
@@ -198,6 +229,47 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["sync", "bootstrap", "check", "emulator"],
         help="emulator: a REDCap API emulator for tests and demos (fiona redcap emulator -h)",
     )
+    pacs = add("pacs", cmd_pacs, "query/retrieve a configured PACS node: echo, find, move, get")
+    add_pacs_actions(pacs)
+    janitor = add("janitor", cmd_janitor, "free disk space: old delivered studies, leftovers")
+    janitor.add_argument("--dry-run", action="store_true", help="show the plan, change nothing")
+    janitor.add_argument(
+        "--force", action="store_true", help="also studies not delivered everywhere (or unassigned)"
+    )
+    janitor.add_argument(
+        "--loop", action="store_true", help="a round every JANITOR.INTERVAL_SECONDS (fiona up)"
+    )
+    backup = add("backup", cmd_backup, "back up, verify or restore FIONA's state and archive")
+    backup_actions = backup.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, where, text in (
+        ("create", "DEST", "write a new backup into the folder DEST (created if missing)"),
+        ("verify", "SRC", "check a backup's files against its manifest, restore nothing"),
+        ("restore", "SRC", "put a backup back into empty data directories and an empty NATS"),
+    ):
+        p = backup_actions.add_parser(action, help=text, description=text)
+        what = "a folder of backups" if where == "DEST" else "a backup, or a folder of them"
+        p.add_argument("path", metavar=where, help=f"{what} (the newest is the one used)")
+        p.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS)
+        p.add_argument("--data", metavar="DIR", default=argparse.SUPPRESS)
+        if action == "create":
+            p.add_argument(
+                "--archive",
+                action="store_true",
+                help="also site/archive, outbox and quarantine (only files new since the last "
+                "backup in DEST are copied)",
+            )
+        if action == "restore":
+            p.add_argument("--force", action="store_true", help="overwrite what is in the way")
+    reprocess = add("reprocess", cmd_reprocess, "send archived studies through the pipeline again")
+    reprocess.add_argument("study_uids", nargs="*", metavar="STUDY_UID")
+    reprocess.add_argument(
+        "--since", type=float, metavar="DAYS", help="studies with objects archived in DAYS days"
+    )
+    reprocess.add_argument(
+        "--patient-hash", metavar="H", help="a patient's keyed hash (as fiona studies shows it)"
+    )
+    reprocess.add_argument("--site", help="only this SITES project's data directory")
+    reprocess.add_argument("--dry-run", action="store_true", help="list, count, publish nothing")
     # Listed for --help; main() hands its arguments to the de-identification command line.
     add("deid", cmd_status, "de-identify files offline with a project's settings (fiona deid -h)")
     status = add("status", cmd_status, "show each service's health; non-zero exit if unhealthy")

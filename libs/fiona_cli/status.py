@@ -22,6 +22,7 @@ def service_ports(settings: Settings) -> dict[str, int]:
         "arrival": settings.arrival.http_port,
         "redcap_sync": settings.redcap_sync.http_port,
         "exporter": settings.exporter.http_port,
+        "heartbeat": settings.heartbeat.http_port,
     }
 
 
@@ -89,8 +90,12 @@ def _print_table(report: dict[str, Any], services: list[str]) -> None:
     for name in services:
         entry = report.get(name, {})
         state = "ready" if entry.get("ready") else "NOT READY"
-        details = ", ".join(f"{k}={v}" for k, v in entry.get("details", {}).items())
+        figures = dict(entry.get("details", {}))
+        peers = figures.pop("peers", {})
+        details = ", ".join(f"{k}={v}" for k, v in figures.items())
         print(f"{name:<12} {state:<10} {details or entry.get('error', '')}")
+        for peer, check in sorted(peers.items()):
+            print(f"{'':<12} {_peer_line(peer, check)}")
         for err in entry.get("last_errors", [])[-3:]:
             print(f"{'':<12} last error: {err['error']}")
     nats = report["nats"]
@@ -100,3 +105,11 @@ def _print_table(report: dict[str, Any], services: list[str]) -> None:
     print(f"{'nats':<12} {'up':<10}")
     for name, figures in nats["streams"].items():
         print(f"{'':<12} stream {name}: {figures}")
+
+
+def _peer_line(peer: str, check: dict[str, Any]) -> str:
+    """One peer as the heartbeat last saw it: ``peer RPACS (destination) up, 12.5 ms``."""
+    what = f"peer {peer} ({check.get('kind', '?')})"
+    if check.get("up"):
+        return f"{what} up, {check.get('rtt_ms')} ms"
+    return f"{what} DOWN: {check.get('error', 'no answer')}"

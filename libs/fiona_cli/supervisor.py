@@ -61,6 +61,13 @@ def service_children(settings: Settings, services: list[str], nats_url: str) -> 
     ]
 
 
+def janitor_child(settings: Settings, nats_url: str) -> Child:
+    """Housekeeping, ``fiona janitor --loop``: a round every JANITOR.INTERVAL_SECONDS."""
+    (template,) = service_children(settings, ["janitor"], nats_url)  # for its environment
+    argv = [sys.executable, "-m", "fiona_cli", "janitor", "--loop"]
+    return Child("janitor", argv, template.env)
+
+
 def run_supervisor(settings: Settings, services: list[str]) -> int:
     """Start everything, keep it running, stop it all on SIGINT/SIGTERM."""
     configure_logging("up", settings.log_level)
@@ -81,7 +88,7 @@ def run_supervisor(settings: Settings, services: list[str]) -> int:
         nats.start()
         wait_for_port(settings.local_nats_port)
         nats_url = f"nats://127.0.0.1:{settings.local_nats_port}"
-    children = service_children(settings, services, nats_url)
+    children = [*service_children(settings, services, nats_url), janitor_child(settings, nats_url)]
     log.info(
         "fiona is up",
         extra={

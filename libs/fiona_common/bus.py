@@ -10,7 +10,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import nats
 from nats.aio.client import Client as NatsClient
@@ -24,6 +24,9 @@ from pydantic import ValidationError
 
 from fiona_common.errors import BadInput, Later, Unavailable
 from fiona_common.messages import Event
+
+if TYPE_CHECKING:
+    from prometheus_client import Gauge
 
 log = logging.getLogger(__name__)
 
@@ -390,10 +393,41 @@ async def connect(url: str, name: str, **callbacks: Any) -> Bus:
     return Bus(nc=nc, js=nc.jetstream())
 
 
+def _tracking_connection(callbacks: dict[str, Any], gauge: "Gauge") -> dict[str, Any]:
+    """``callbacks`` plus keeping ``gauge`` (``fiona_nats_connected``) up to date."""
+
+    def tracked(key: str, connected: int, default: Callable[[], Awaitable[None]] | None) -> Any:
+        then = callbacks.get(key, default)
+
+        async def callback() -> None:
+            gauge.set(connected)
+            if then is not None:
+                await then()
+
+        return callback
+
+    return callbacks | {
+        "disconnected_cb": tracked("disconnected_cb", 0, _on_disconnected),
+        "reconnected_cb": tracked("reconnected_cb", 1, _on_reconnected),
+        "closed_cb": tracked("closed_cb", 0, None),
+    }
+
+
 async def connect_when_available(
     url: str, name: str, stop: asyncio.Event, retry_seconds: float = 1.0, **callbacks: Any
 ) -> Bus | None:
-    """Keep trying :func:`connect` until it works or ``stop`` is set (then None)."""
+    """Keep trying :func:`connect` until it works or ``stop`` is set (then None).
+
+    The service's connection: ``fiona_nats_connected{client=name}`` is 0 until it works and
+    while it is lost, 1 while it is up.
+    """
+    # Imported here: importing the bus must not import prometheus-client (a receiver with
+    # several workers sets up its metrics folder first, see services/receiver/workers.py).
+    from fiona_common.metrics import NATS_CONNECTED
+
+    connected = NATS_CONNECTED.labels(name)
+    connected.set(0)
+    callbacks = _tracking_connection(callbacks, connected)
     while not stop.is_set():
         try:
             bus = await connect(url, name, **callbacks)
@@ -402,6 +436,7 @@ async def connect_when_available(
         else:
             try:
                 await bus.ensure_streams()
+                connected.set(1 if bus.connected else 0)
                 return bus
             except NATS_DOWN as err:
                 log.warning("NATS not ready for streams", extra={"error": type(err).__name__})

@@ -23,6 +23,22 @@ SERVICE_UP = Gauge(
     ["service"],
     multiprocess_mode="livemax",
 )
+# Set by fiona_common.bus.connect_when_available and the connection's callbacks, labelled with
+# the connection's name (fiona-receiver, ...): a process that never connects (the heartbeat)
+# has no series. With several receiver processes: 0 as soon as one of them has lost NATS.
+NATS_CONNECTED = Gauge(
+    "fiona_nats_connected",
+    "1 while the service's connection to NATS is up, 0 while it waits for NATS or reconnects",
+    ["client"],
+    multiprocess_mode="livemin",
+)
+# Set by fiona_common.lag.report_pending: every replica reports the same backlog (hence max).
+CONSUMER_PENDING = Gauge(
+    "fiona_consumer_pending",
+    "Messages a durable JetStream consumer has not yet acknowledged (pending + in flight)",
+    ["consumer"],
+    multiprocess_mode="livemax",
+)
 
 
 class Health:

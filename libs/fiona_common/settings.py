@@ -92,6 +92,10 @@ class ReceiverSettings(AccessRules):
     inbox_settle_seconds: float = Field(default=2.0, ge=0)
     # Events kept in memory while NATS is away; beyond this the archive is rescanned instead.
     max_pending_events: int = Field(default=50_000, ge=100)
+    # Disk reserve: a C-STORE is refused with "out of resources" before anything is written
+    # while free space is below the larger of both (what is stored stays intact; 0: off).
+    min_free_bytes: int = Field(default=0, ge=0)
+    min_free_percent: float = Field(default=2.0, ge=0, lt=100)
 
 
 class ClassifierSettings(BaseModel):
@@ -211,6 +215,32 @@ class ExporterSettings(BaseModel):
         return _lower_keys(data)
 
 
+class PacsNode(BaseModel):
+    """A PACS FIONA queries and retrieves from (``PACS_NODES.<NAME>``, ``fiona pacs``)."""
+
+    aet: str = Field(min_length=1, max_length=16)  # the node's AE title (called)
+    host: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+    # FIONA's AE title towards this node; None: DICOMAETITLE.
+    calling_aet: str | None = Field(default=None, max_length=16)
+    # The AE title the node knows FIONA by as C-MOVE destination; None: the AE title of the
+    # listener (SITES project) the study is retrieved into.
+    move_aet: str | None = Field(default=None, max_length=16)
+    # DICOM over TLS, as for DICOM destinations: the node's certificate is checked against
+    # tls_ca_file (None: the system's trust store); cert/key present FIONA's own when asked.
+    tls: bool = False
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    heartbeat: bool = True  # checked by the heartbeat (C-ECHO)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lower(cls, data: Any) -> Any:
+        return _lower_keys(data)
+
+
 class HeartbeatSettings(BaseModel):
     """The heartbeat process (``FIONA_HEARTBEAT__*``): checks every configured peer."""
 
@@ -222,6 +252,29 @@ class HeartbeatSettings(BaseModel):
     @classmethod
     def _lower(cls, data: Any) -> Any:
         return _lower_keys(data)
+
+
+class JanitorSettings(BaseModel):
+    """Housekeeping (``FIONA_JANITOR__*``, ``fiona janitor``): disk space, stale links, staging."""
+
+    http_port: int = 9107
+    # Above high water, delivered studies are deleted (oldest first) until below low water.
+    high_water_percent: float = Field(default=85.0, gt=0, le=100)
+    low_water_percent: float = Field(default=75.0, gt=0, le=100)
+    min_age_days: float = Field(default=7.0, ge=0)  # no study younger than this is deleted
+    staging_max_age_days: float = Field(default=3.0, gt=0)  # leftover staging/export folders
+    interval_seconds: float = Field(default=3600.0, gt=0)  # how often ``fiona up`` runs it
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lower(cls, data: Any) -> Any:
+        return _lower_keys(data)
+
+    @model_validator(mode="after")
+    def _water_marks(self) -> "JanitorSettings":
+        if self.low_water_percent > self.high_water_percent:
+            raise ValueError("LOW_WATER_PERCENT must not be above HIGH_WATER_PERCENT")
+        return self
 
 
 class Settings(BaseSettings):
@@ -251,6 +304,9 @@ class Settings(BaseSettings):
     redcap_sync: RedcapSyncSettings = Field(default_factory=RedcapSyncSettings)
     exporter: ExporterSettings = Field(default_factory=ExporterSettings)
     heartbeat: HeartbeatSettings = Field(default_factory=HeartbeatSettings)
+    janitor: JanitorSettings = Field(default_factory=JanitorSettings)
+    # PACS nodes by name (fiona pacs NAME ..., heartbeat); FIONA_PACS_NODES as JSON.
+    pacs_nodes: dict[str, PacsNode] = Field(default_factory=dict)
     config_file: Path | None = None
     extras: dict[str, Any] = Field(default_factory=dict, exclude=True)
 

@@ -4,8 +4,11 @@ A series is complete once nothing arrived for its quiet period, or sooner, once 
 data announced is reached and nothing more came within the grace. With an announced count not
 reached, it waits (the sender may be slow) up to the maximum and then completes as
 ``timeout-incomplete``. A study is complete once all its series are and the study was quiet for
-its own quiet period (only the grace when every series reached its announced count). The
-decisions are pure: the sweeper runs them inside a compare-and-set on the stored progress.
+its own quiet period (only the grace when every series reached its announced count).
+Counts a PACS announced for a retrieved study (services/arrival/expected.py) also hold the study
+open until every series it listed and its total have arrived; once the total is there, series
+without a count of their own complete after the grace too. The decisions are pure: the sweeper
+runs them inside a compare-and-set on the stored progress.
 """
 
 from dataclasses import dataclass, field
@@ -17,7 +20,13 @@ from fiona_common.messages import (
     SeriesCount,
     StudyComplete,
 )
-from services.arrival.progress import SeriesProgress, Status, StudyProgress, post_event
+from services.arrival.progress import (
+    SeriesProgress,
+    Status,
+    StudyProgress,
+    is_announced,
+    post_event,
+)
 
 Reason = CompletionReason
 
@@ -85,6 +94,8 @@ def _series_reason(
     expected = study.expected.get(uid)
     if expected is not None and series.count >= expected.count and quiet_for >= policy.grace:
         return Reason.EXPECTED_COUNT
+    if expected is None and total_reached(study) and quiet_for >= policy.grace:
+        return Reason.EXPECTED_COUNT
     short = expected is not None and series.count < expected.count
     if not short and quiet_for >= policy.series_quiet(study.site, series.calling_aet):
         return Reason.QUIET
@@ -101,6 +112,8 @@ def _study_reason(study: StudyProgress, policy: Policy, now: datetime) -> Reason
         return Reason.FORCED
     if Reason.TIMEOUT_INCOMPLETE in reasons:
         return Reason.TIMEOUT_INCOMPLETE
+    if announced_short(study):  # the PACS has more to send: wait for it, up to the maximum
+        return Reason.TIMEOUT_INCOMPLETE if now - study.opened_at >= policy.max_open else None
     if reasons == {Reason.EXPECTED_COUNT}:
         return Reason.EXPECTED_COUNT if now - study.last_at >= policy.grace else None
     if now - study.last_at >= policy.study_quiet(study):
@@ -152,7 +165,8 @@ def _complete_study(study: StudyProgress, reason: Reason, now: datetime) -> None
         num_files=study.num_files,
         series=counts,
         reason=reason,
-        incomplete=any(c.expected is not None and c.num_files < c.expected for c in counts),
+        incomplete=announced_short(study)
+        or any(c.expected is not None and c.num_files < c.expected for c in counts),
         calling_aets=sorted({s.calling_aet for s in study.series.values()}),
         first_received_at=study.first_at,
         last_received_at=study.last_at,
@@ -176,11 +190,25 @@ def next_deadline(study: StudyProgress, policy: Policy) -> datetime | None:
         expected = study.expected.get(uid)
         if expected is not None and s.count >= expected.count:
             moments.append(s.last_at + policy.grace)
+        if expected is None and total_reached(study):
+            moments.append(s.last_at + policy.grace)
         if expected is None or s.count >= expected.count:
             moments.append(s.last_at + policy.series_quiet(study.site, s.calling_aet))
         moments.append(s.opened_at + policy.max_open)
-    if not open_series:
+    if not open_series and not announced_short(study):
         if {s.reason for s in study.series.values()} == {Reason.EXPECTED_COUNT}:
             moments.append(study.last_at + policy.grace)
         moments.append(study.last_at + policy.study_quiet(study))
     return min(moments)
+
+
+def announced_short(study: StudyProgress) -> bool:
+    """A PACS announced a series that has not begun to arrive, or more instances in all."""
+    missing = any(is_announced(e) and uid not in study.series for uid, e in study.expected.items())
+    total = study.expected_total
+    return missing or (total is not None and study.num_files < total.count)
+
+
+def total_reached(study: StudyProgress) -> bool:
+    """Everything a PACS announced for the study (its total) has arrived."""
+    return study.expected_total is not None and not announced_short(study)

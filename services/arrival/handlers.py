@@ -17,6 +17,7 @@ from fiona_common.layout import Layout
 from fiona_common.messages import InstanceStored, SeriesUpdated
 from services.arrival import metrics
 from services.arrival.decide import Policy, next_deadline
+from services.arrival.expected import ExpectedStudy, apply_expected_study
 from services.arrival.markers import touch_markers
 from services.arrival.progress import (
     StudyProgress,
@@ -114,6 +115,23 @@ async def on_series_updated(event: SeriesUpdated, deps: ArrivalDeps) -> None:
     written = await cas_update(deps.kv, key, step)
     if written is not None:
         await reindex(deps, key, StudyProgress.decode(written[0]), written[1])
+
+
+async def on_study_expected(doc: ExpectedStudy, deps: ArrivalDeps) -> None:
+    """Keep the counts a PACS announced for a study being retrieved (``fiona pacs``)."""
+    if doc.site not in deps.layouts:
+        log.warning("announced counts for an unknown site ignored", extra={"site": doc.site})
+        return
+    now = deps.clock()
+
+    def step(current: bytes | None) -> bytes | None:
+        study = StudyProgress.decode(current) if current is not None else None
+        updated = apply_expected_study(study, doc, now)
+        return None if updated is None else updated.encode()
+
+    written = await cas_update(deps.kv, doc.key, step)
+    if written is not None:
+        await reindex(deps, doc.key, StudyProgress.decode(written[0]), written[1])
 
 
 async def mark_due(open_kv: KeyValue, key: str, now: datetime, at_once: bool = False) -> None:

@@ -10,6 +10,7 @@ from fiona_common.messages import InstanceStored, SeriesUpdated
 from fiona_common.service import ServiceContext, run_service
 from fiona_common.settings import ArrivalSettings, Settings
 from services.arrival import metrics
+from services.arrival.announcements import expected_bucket, follow_expected
 from services.arrival.decide import Policy
 from services.arrival.handlers import (
     BUCKET,
@@ -17,6 +18,7 @@ from services.arrival.handlers import (
     ArrivalDeps,
     on_instances_stored,
     on_series_updated,
+    on_study_expected,
 )
 from services.arrival.sweeper import Sweeper
 
@@ -60,6 +62,7 @@ async def arrival(ctx: ServiceContext) -> None:
     await bus.ensure_streams()
     kv = await bus.kv(BUCKET, history=1, ttl_seconds=KEEP_SECONDS)
     open_kv = await bus.kv(OPEN_BUCKET, history=1, ttl_seconds=KEEP_SECONDS)
+    expected_kv = await expected_bucket(bus)
     deps = ArrivalDeps(layouts, kv, open_kv, bus, policy_of(ctx.settings.arrival))
     sweeper = Sweeper(deps, INSTANCES.durable, ctx.health)
     ctx.health.set_check("nats", True)
@@ -70,6 +73,7 @@ async def arrival(ctx: ServiceContext) -> None:
             ),
             bus.consume(SeriesUpdated, SERIES, partial(on_series_updated, deps=deps), ctx.stop),
             sweeper.follow(ctx.stop),
+            follow_expected(expected_kv, partial(on_study_expected, deps=deps), ctx.stop),
             sweeper.run(ctx.stop),
             report_lag(bus, ctx),
         )

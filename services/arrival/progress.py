@@ -49,7 +49,15 @@ class SeriesProgress(BaseModel):
 
 class ExpectedCount(BaseModel):
     count: int
-    source: str  # which data told it, e.g. "ImagesInAcquisition"
+    source: str  # which data told it, e.g. "ImagesInAcquisition", "pacs:CLINICAL"
+
+
+PACS_SOURCE = "pacs"  # ExpectedCount.source of counts a PACS announced: "pacs:<node>"
+
+
+def is_announced(expected: ExpectedCount | None) -> bool:
+    """True for a count a PACS announced (services/arrival/expected.py): it beats the headers'."""
+    return expected is not None and expected.source.startswith(f"{PACS_SOURCE}:")
 
 
 class StudyProgress(BaseModel):
@@ -59,6 +67,7 @@ class StudyProgress(BaseModel):
     study_uid: str
     series: dict[str, SeriesProgress] = Field(default_factory=dict)
     expected: dict[str, ExpectedCount] = Field(default_factory=dict)  # by series UID
+    expected_total: ExpectedCount | None = None  # instances of the study a PACS announced
     first_at: datetime
     last_at: datetime
     opened_at: datetime
@@ -109,6 +118,7 @@ def apply_instances(study: StudyProgress | None, events: list[InstanceStored]) -
             site=first.site,
             study_uid=first.study_uid,
             expected=dict(expected),
+            expected_total=study.expected_total if study else None,
             first_at=at,
             last_at=at,
             opened_at=at,
@@ -169,11 +179,13 @@ def apply_expected(
 
     ``ids`` is (site, study UID, series UID). A count may come before the series' first
     instance is counted here, so it is kept per series UID at study level; a study known only
-    by counts waits for its instances (it is not in flight).
+    by counts waits for its instances (it is not in flight). A count a PACS announced is not
+    replaced by one from the headers.
     """
     site, study_uid, series_uid = ids
-    if study is not None and study.expected.get(series_uid) == expected:
-        return None
+    current = study.expected.get(series_uid) if study is not None else None
+    if current == expected or (is_announced(current) and not is_announced(expected)):
+        return None  # known already, or the PACS's count stands (it knows what it sends)
     if study is None:
         study = StudyProgress(
             site=site, study_uid=study_uid, first_at=now, last_at=now, opened_at=now

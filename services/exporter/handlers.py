@@ -16,6 +16,7 @@ from nats.js.kv import KeyValue
 
 from fiona_common.bus import Bus
 from fiona_common.clock import utc_now
+from fiona_common.dicom_client import Tls
 from fiona_common.errors import BadInput, ConfigError, Later
 from fiona_common.layout import Layout
 from fiona_common.messages import TransferOutcome, TransferRequested, TransferResult
@@ -24,7 +25,7 @@ from fiona_common.settings import ExporterSettings
 from fiona_deid.settings import settings_from_project
 from services.exporter import ledger, metrics, sftp
 from services.exporter import sftp_package as sftp_job
-from services.exporter.dicom_node import Node, Sent, Tls, count_study_instances, send_files
+from services.exporter.dicom_node import Node, Sent, count_study_instances, send_files
 from services.exporter.ledger import ObjectEntry, Status
 from services.exporter.outbox_dir import publish_study, study_dir
 from services.exporter.selection import study_objects

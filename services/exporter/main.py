@@ -5,6 +5,7 @@ from functools import partial
 from pathlib import Path
 
 from fiona_common.bus import ConsumerSpec, connect_when_available
+from fiona_common.lag import report_pending
 from fiona_common.layout import Layout
 from fiona_common.messages import TransferRequested
 from fiona_common.projects import projects_path, watch_catalog
@@ -62,12 +63,16 @@ async def exporter(ctx: ServiceContext) -> None:
     )
     ctx.health.set_check("nats", True)
     handler = partial(on_transfer_requested, deps=deps)
+    specs = consumers(settings.exporter.ack_wait_seconds)
+
+    def backlog(found: dict[str, int]) -> None:
+        ctx.health.set_detail("consumer_backlog", sum(found.values()))
+
+    durables = [(TransferRequested, spec.durable) for spec in specs]
     try:
         await asyncio.gather(
-            *(
-                bus.consume(TransferRequested, spec, handler, ctx.stop, batch=1)
-                for spec in consumers(settings.exporter.ack_wait_seconds)
-            )
+            *(bus.consume(TransferRequested, spec, handler, ctx.stop, batch=1) for spec in specs),
+            report_pending(bus, durables, ctx.stop, then=backlog),
         )
     finally:
         observer.stop()

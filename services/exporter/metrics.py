@@ -49,3 +49,10 @@ SFTP_CONFIRMATION_FAILURES = Counter(
     "fiona_exporter_sftp_confirmation_failures_total",
     "Uploads whose size or checksum on the server differed from the package's",
 )
+
+# Every label value from the start, so the SFTP panels show zeros rather than nothing before the
+# first upload (as the unlabelled SFTP counters above do).
+for _outcome in ("confirmed", "already_there", "failed"):
+    SFTP_UPLOADS.labels(_outcome)
+for _reason in ("resume", "mismatch", "failure"):
+    SFTP_RETRIES.labels(_reason)

@@ -64,15 +64,21 @@ class StoreRequest:
     transfer_syntax_uid: str
 
 
+def _never_refuse(request: StoreRequest, peer: Peer) -> int | None:
+    return None
+
+
 @dataclass
 class AssociationCallbacks:
     """What the server asks of its owner. ``admit`` returns None to accept, else (result,
-    source, reason) of the A-ASSOCIATE-RJ; ``store`` returns the C-STORE status."""
+    source, reason) of the A-ASSOCIATE-RJ; ``store`` returns the C-STORE status;
+    ``refuse_store`` (before the dataset is written) None, or the status to answer at once."""
 
     admit: Callable[[Peer], tuple[int, int, int] | None]
     store: Callable[[Spool, StoreRequest, Peer], int]
     opened: Callable[[Peer], None]
     closed: Callable[[Peer], None]
+    refuse_store: Callable[[StoreRequest, Peer], int | None] = _never_refuse
 
 
 @dataclass(frozen=True)
@@ -147,6 +153,7 @@ class Association:
         self._command = bytearray()
         self._pending: dict[int, int | str] | None = None
         self._spool: Spool | None = None
+        self._refusal: int | None = None  # status of a C-STORE refused before its dataset
 
     def run(self, slots: threading.BoundedSemaphore) -> None:
         try:
@@ -251,13 +258,17 @@ class Association:
             return
         self._pending = command
         if command.get(0x0100) == CommandField.C_STORE_RQ:
-            meta = encode_file_meta(
-                str(command.get(0x0002, "")),
-                str(command.get(0x1000, "")),
-                self.contexts.accepted[context_id][1],
-                self.peer.calling_aet,
+            syntax = self.contexts.accepted[context_id][1]
+            request = StoreRequest(
+                str(command.get(0x0002, "")), str(command.get(0x1000, "")), syntax
             )
-            self._spool = Spool(self.options.spool_dir, meta, self.contexts.accepted[context_id][1])
+            self._refusal = self.callbacks.refuse_store(request, self.peer)
+            if self._refusal is not None:
+                return  # the dataset is drained unwritten, then answered with the refusal
+            meta = encode_file_meta(
+                request.sop_class_uid, request.sop_instance_uid, syntax, self.peer.calling_aet
+            )
+            self._spool = Spool(self.options.spool_dir, meta, syntax)
 
     def _dataset_fragment(self, context_id: int, size: int, last: bool) -> None:
         if self._pending is None:
@@ -279,6 +290,12 @@ class Association:
         if field == CommandField.C_ECHO_RQ:
             response = encode_response(
                 CommandField.C_ECHO_RSP, message_id, EchoStatus.SUCCESS, sop_class
+            )
+        elif field == CommandField.C_STORE_RQ and self._refusal is not None:
+            status, self._refusal = self._refusal, None
+            sop_uid = str(command.get(0x1000, ""))
+            response = encode_response(
+                CommandField.C_STORE_RSP, message_id, status, sop_class, sop_uid
             )
         elif field == CommandField.C_STORE_RQ and spool is not None:
             self._spool = None

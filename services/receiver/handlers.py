@@ -13,6 +13,7 @@ from services.receiver import metrics
 from services.receiver.access import Admission, Switch, admit
 from services.receiver.dicom_server import AssociationCallbacks, Peer, StoreRequest
 from services.receiver.ingest import Incoming, IngestDeps, Origin, Result, timed_ingest
+from services.receiver.reserve import DiskReserve
 from services.receiver.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class ListenerHandlers:
 
     deps: IngestDeps
     switch: Switch = field(default_factory=Switch)
+    reserve: DiskReserve | None = None
 
     def __post_init__(self) -> None:
         self.switch.listener = self.deps.listener.name
@@ -47,6 +49,7 @@ class ListenerHandlers:
             store=self.on_c_store,
             opened=self.on_opened,
             closed=self.on_closed,
+            refuse_store=self.on_store_requested,
         )
 
     def on_association_requested(self, peer: Peer) -> tuple[int, int, int] | None:
@@ -66,6 +69,16 @@ class ListenerHandlers:
 
     def on_closed(self, peer: Peer) -> None:
         metrics.ASSOCIATIONS_ACTIVE.labels(self.deps.listener.name).dec()
+
+    def on_store_requested(self, request: StoreRequest, peer: Peer) -> int | None:
+        """Refuse the object before its dataset is written while the disk reserve is reached."""
+        if self.reserve is None or self.reserve.has_room():
+            return None
+        listener = self.deps.listener
+        called = peer.called_aet if peer.called_aet == listener.aetitle else "other"
+        metrics.REFUSED_DISK_RESERVE.labels(listener.name).inc()
+        metrics.OBJECTS.labels(listener.name, called, Result.NO_SPACE).inc()
+        return int(StoreStatus.OUT_OF_RESOURCES)
 
     def on_c_store(self, spool: Spool, request: StoreRequest, peer: Peer) -> int:
         try:

@@ -16,6 +16,7 @@ from services.receiver.inbox import InboxImporter, run_importer
 from services.receiver.ingest import IngestDeps
 from services.receiver.publisher import EventPublisher, Watermark
 from services.receiver.reconcile import reconcile_forever
+from services.receiver.reserve import DiskReserve
 
 
 def main(settings: Settings) -> int:
@@ -23,7 +24,8 @@ def main(settings: Settings) -> int:
 
 
 def open_listener(deps: IngestDeps, rx: ReceiverSettings) -> tuple[ReceiverServer, Switch]:
-    handlers = ListenerHandlers(deps)
+    reserve = DiskReserve(deps.layout.incoming_dir, rx.min_free_bytes, rx.min_free_percent)
+    handlers = ListenerHandlers(deps, reserve=reserve)
     options = ServerOptions(
         deps.layout.incoming_dir, rx.max_pdu_bytes, rx.max_associations, rx.idle_timeout_seconds
     )

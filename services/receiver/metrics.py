@@ -12,6 +12,11 @@ BYTES = Counter(
     "Bytes of DICOM objects received",
     ["listener", "called_aet", "outcome"],
 )
+REFUSED_DISK_RESERVE = Counter(
+    "fiona_receiver_refused_disk_reserve_total",
+    "C-STOREs answered out of resources unwritten: free space below the disk reserve",
+    ["listener"],
+)
 DUPLICATES = Counter(
     "fiona_receiver_duplicates_total",
     "Objects received again that were already archived",

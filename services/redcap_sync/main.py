@@ -17,6 +17,7 @@ from nats.js.kv import KeyValue
 
 from fiona_common.bus import NATS_DOWN, Bus, ConsumerSpec, connect_when_available
 from fiona_common.errors import FionaError
+from fiona_common.lag import Durable, report_pending
 from fiona_common.layout import Layout
 from fiona_common.messages import Event, StudyComplete, TransferRequested, TransferResult
 from fiona_common.projects import (
@@ -119,9 +120,12 @@ async def redcap_sync(ctx: ServiceContext) -> None:
         bus.consume(TransferResult, RESULTS, partial(on_transfer_result, deps=deps), ctx.stop),
         keep_reevaluating(deps, ctx),
     ]
+    durables: list[Durable] = [(StudyComplete, STUDIES.durable), (TransferResult, RESULTS.durable)]
     rc = open_redcap(ctx.settings)
     if rc is not None:
         work += await redcap_work(rc, bus, deps, ctx, catalog.reload)
+        durables += WRITERS.items()
+    work.append(report_pending(bus, durables, ctx.stop, then=partial(count_pending, ctx)))
     try:
         await asyncio.gather(*work)
     finally:
@@ -159,6 +163,7 @@ def redcap_puller(
 async def redcap_work(
     rc: Redcap, bus: Bus, deps: SyncDeps, ctx: ServiceContext, reload: Callable[[], object]
 ) -> list[Coroutine[Any, Any, None]]:
+    metrics.start_redcap_metrics()
     rows = await bus.kv(redcap_rows.BUCKET)
     writer = RedcapWriter(rc, rows, deps)
     pull = redcap_puller(ctx.settings, rc, deps, rows, reload)
@@ -176,7 +181,6 @@ async def redcap_work(
             for kind, handler in handlers.items()
         ),
         keep_pulling(pull, ctx),
-        keep_counting_pending(bus, ctx),
     ]
 
 
@@ -191,12 +195,13 @@ async def keep_pulling(pull: RedcapPull, ctx: ServiceContext) -> None:
             await asyncio.wait_for(ctx.stop.wait(), every)
 
 
-async def keep_counting_pending(bus: Bus, ctx: ServiceContext) -> None:
-    every = min(15.0, ctx.settings.redcap_sync.redcap.sync_seconds)
-    while not ctx.stop.is_set():
-        with contextlib.suppress(*NATS_DOWN):
-            pending = [await bus.backlog(kind, durable) for kind, durable in WRITERS.items()]
-            metrics.REDCAP_PENDING.set(sum(pending))
-            ctx.health.set_detail("redcap_pending_writes", sum(pending))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(ctx.stop.wait(), every)
+def count_pending(ctx: ServiceContext, found: dict[str, int]) -> None:
+    """From a round of consumer backlogs: the events waiting for redcap-sync's own consumers,
+    and, once all three REDCap writers answered, the writes waiting for REDCap."""
+    ctx.health.set_detail(
+        "consumer_backlog", sum(found.get(d, 0) for d in (STUDIES.durable, RESULTS.durable))
+    )
+    if all(durable in found for durable in WRITERS.values()):
+        pending = sum(found[durable] for durable in WRITERS.values())
+        metrics.REDCAP_PENDING.set(pending)
+        ctx.health.set_detail("redcap_pending_writes", pending)

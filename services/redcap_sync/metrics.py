@@ -36,3 +36,14 @@ REDCAP_LAST_SYNC = Gauge(
     "When each kind of pull from REDCap last succeeded (projects, coupling, autoid, requests)",
     ["what"],
 )
+
+
+def start_redcap_metrics() -> None:
+    """With REDCap configured: every kind of write and failure counted from zero at start, so
+    their series exist (and dashboards show 0) before the first write or failure."""
+    for kind in ("study", "request", "result", "autoid", "project"):
+        REDCAP_WRITES.labels(kind)
+    for what in ("study", "request", "result"):  # the writers (redcap_push)
+        REDCAP_FAILURES.labels(what)
+    for what in ("projects", "coupling", "autoid", "requests"):  # the pulls (redcap_pull)
+        REDCAP_FAILURES.labels(f"pull-{what}")

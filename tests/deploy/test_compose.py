@@ -1,5 +1,6 @@
 """deploy/compose.yaml: valid against the Compose specification (offline) and complete: NATS
-with JetStream, the five services from the one image, Prometheus, Grafana, Orthanc."""
+with JetStream, the five services and the heartbeat from the one image, Prometheus, Grafana,
+Orthanc."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from fiona_common.settings import Settings
 from tests.deploy.tools import DEPLOY, run, tool
 
 COMPOSE = DEPLOY / "compose.yaml"
-FIONA = ["receiver", "classifier", "arrival", "redcap-sync", "exporter"]
+FIONA = ["receiver", "classifier", "arrival", "redcap-sync", "exporter", "heartbeat"]
 
 
 @functools.cache
@@ -112,4 +113,4 @@ def test_grafana_gets_the_datasource_and_the_dashboards() -> None:
         "datasources"
     ]
     assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
-    assert len(list(Path(DEPLOY / "grafana" / "dashboards").glob("*.json"))) == 6
+    assert len(list(Path(DEPLOY / "grafana" / "dashboards").glob("*.json"))) == 1 + len(FIONA)

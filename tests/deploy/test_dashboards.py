@@ -21,7 +21,7 @@ from tests.deploy.tools import (
     tool,
 )
 
-SERVICES = ["receiver", "classifier", "arrival", "redcap-sync", "exporter"]
+SERVICES = ["receiver", "classifier", "arrival", "redcap-sync", "exporter", "heartbeat"]
 # What the overview must show, as words its panel titles contain.
 OVERVIEW_TOPICS = [
     "objects received",

@@ -22,7 +22,7 @@ K8S = DEPLOY / "k8s"
 OVERLAY = K8S / "overlays" / "example"
 # Oldest version the manifests promise (StatefulSet pod-index label: 1.28+), and the newest.
 VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
-FIONA = ["receiver", "classifier", "arrival", "redcap-sync", "exporter"]
+FIONA = ["receiver", "classifier", "arrival", "redcap-sync", "exporter", "heartbeat"]
 SCALED = ["receiver", "classifier", "arrival", "exporter"]
 NATS_CLIENTS = [*FIONA, "janitor", "backup"]
 

@@ -191,19 +191,16 @@ def exported_metric_names() -> frozenset[str]:
     return frozenset(names)
 
 
-# Metrics of what deploy/ runs next to FIONA.
+# Metrics of what deploy/ runs next to FIONA. Not prometheus-nats-exporter's (job nats): it is an
+# extra in compose and Kubernetes, and no rule or panel may depend on it (NATS is watched through
+# fiona_nats_connected, fiona_consumer_pending and the heartbeat's fiona_peer_up).
 EXTERNAL_METRICS = {
     "up": "Prometheus, for every target",
     "node_filesystem_avail_bytes": "node-exporter on the data volume (job fiona-disk)",
     "node_filesystem_size_bytes": "node-exporter on the data volume (job fiona-disk)",
-    "gnatsd_varz_connections": "prometheus-nats-exporter -varz (job nats)",
-    "jetstream_consumer_num_pending": "prometheus-nats-exporter -jsz=all (job nats)",
-    "jetstream_consumer_num_ack_pending": "prometheus-nats-exporter -jsz=all (job nats)",
 }
 # Metrics other issues are adding: allowed in rules and dashboards before they exist.
-PENDING_METRICS = {
-    "fiona_peer_up": "peer heartbeat, issue 9",
-}
+PENDING_METRICS: dict[str, str] = {}
 RECORDING_RULES = {"fiona:consumer_lag"}
 
 

@@ -13,7 +13,7 @@ A round, per data disk (the data directories of SITES projects on one file syste
 Deleting a study (:meth:`Round.delete`): a tombstone in ``fiona_purged``, then its registry
 record (only if unchanged since it was read: otherwise it is kept and looked at next round), its
 ``fiona_unassigned`` entry and its delivery ledgers, so that FIONA never sends it again; then
-its files, the archive last: staging, its ``outbox/`` and ``sent/`` deliveries, ``srs/``,
+its files, the archive last: staging, its ``sent/`` deliveries (never ``outbox/``), ``srs/``,
 ``.arrived`` markers, ``raw/<Study>``, participant links to it, ``archive/scp_<Study>``. A
 deletion interrupted after the tombstone is finished in the next round (reason ``resumed``).
 Each deletion is one log line (study hash, size, reason) and counted; never a PatientID.
@@ -191,7 +191,7 @@ class Candidate:
     layout: Layout
     revision: int | None  # of its registry record (None: no record)
     transfers: dict[str, str] = field(default_factory=dict)  # id -> "project: state"
-    deliveries: list[Path] = field(default_factory=list)  # staging, outbox/ and sent/ copies
+    deliveries: list[Path] = field(default_factory=list)  # staging and sent/ copies
     ledger_keys: list[str] = field(default_factory=list)
 
     @property
@@ -313,7 +313,7 @@ class Round:
     async def deliveries(
         self, site: Site, record: StudyRecord, ledger_keys: dict[str, list[str]]
     ) -> list[Path]:
-        """Staging folders and the ``outbox/``, ``sent/`` deliveries of ``record``'s transfers."""
+        """Staging folders and the ``sent/`` deliveries of ``record``'s transfers."""
         outbox = site.layout.outbox_dir
         paths = [self.staging / ident for ident in record.transfers]
         for ident, transfer in record.transfers.items():
@@ -324,8 +324,10 @@ class Round:
                 target = study_dir(
                     outbox, transfer.project, transfer.subject, transfer.event, mapped
                 )
-                for base in (target, sent_dir(outbox) / target.relative_to(outbox)):
-                    paths += [base, *(base.with_name(base.name + x) for x in _PACKAGE_FILES)]
+                # Only the copy in sent/ (confirmed at the remote end): a study in outbox/ is
+                # a delivery someone collects from there, and theirs to remove.
+                base = sent_dir(outbox) / target.relative_to(outbox)
+                paths += [base, *(base.with_name(base.name + x) for x in _PACKAGE_FILES)]
         return list(dict.fromkeys(paths))
 
     async def delete(self, found: Candidate, reason: Reason) -> None:

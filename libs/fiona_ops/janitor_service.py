@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from fiona_common.bus import NATS_DOWN, connect, connect_when_available
+from fiona_common.bus import NATS_DOWN, Bus, connect, connect_when_available
 from fiona_common.errors import Unavailable
 from fiona_common.logs import configure_logging, short_hash
 from fiona_common.service import DEFAULT_NATS_URL, ServiceContext, run_service
@@ -21,6 +21,8 @@ from fiona_common.settings import Settings
 from fiona_ops.janitor import Report, run_round
 
 log = logging.getLogger(__name__)
+
+CONNECT_SECONDS = 10.0
 
 
 def run_loop(settings: Settings) -> int:
@@ -59,18 +61,26 @@ def run_command(settings: Settings, *, dry_run: bool, force: bool, out: TextIO =
 
 
 async def _once(settings: Settings, *, dry_run: bool, force: bool) -> Report:
-    async def quiet() -> None:  # closing at the end is no news for whoever runs the command
-        pass
-
-    bus = await connect(
-        settings.nats_url or DEFAULT_NATS_URL, "fiona-janitor", disconnected_cb=quiet
-    )
+    bus = await _connect(settings.nats_url or DEFAULT_NATS_URL)
     try:
         return await run_round(settings, bus, force=force, dry_run=dry_run)
     except NATS_DOWN as err:
         raise Unavailable(f"janitor stopped: {type(err).__name__} {err}") from None
     finally:
         await bus.close()
+
+
+async def _connect(url: str) -> Bus:
+    """Connected within CONNECT_SECONDS, or one line for whoever runs the command."""
+
+    async def quiet(*_args: object) -> None:  # reported once, below; closing is no news
+        pass
+
+    try:
+        janitor = connect(url, "fiona-janitor", error_cb=quiet, disconnected_cb=quiet)
+        return await asyncio.wait_for(janitor, CONNECT_SECONDS)
+    except TimeoutError:
+        raise Unavailable(f"NATS at {url} is not reachable") from None
 
 
 def summary(report: Report) -> dict[str, Any]:

@@ -269,7 +269,8 @@ def test_delivered_studies_go_oldest_first_until_below_low_water_the_rest_only_f
         participant = world.data / "site" / "participants" / f"PAT-{name}"
         assert participant.exists() is (name not in gone), name
     assert used_share(small_disk) < 0.75
-    assert not world.outbox_study.exists() and not world.sent_study.exists()
+    assert world.outbox_study.exists()  # a delivery to collect: never the janitor's to delete
+    assert not world.sent_study.exists()
     records = asyncio.run(registry_keys(nats_server.url, "fiona_studies"))
     assert records == {c.key for n, c in world.cases.items() if n not in gone}
     assert asyncio.run(registry_keys(nats_server.url, "fiona_ledger")) == set()
@@ -283,7 +284,7 @@ def test_delivered_studies_go_oldest_first_until_below_low_water_the_rest_only_f
     assert "PAT-" not in done.stdout
     # the dirt: old staging and a stale link gone, fresh ones kept
     assert not world.old_staging.exists() and world.fresh_staging.exists()
-    assert not world.stale_link.exists() and not world.stale_link.parent.exists()
+    assert not world.stale_link.is_symlink() and not world.stale_link.parent.exists()
     assert world.fresh_dangling.is_symlink()
 
     fill_to(small_disk, 0.88, "filler2")

@@ -2,6 +2,7 @@
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -278,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Nothing FIONA creates is for other users: folders made as parents by mkdir(parents=True),
+    # and files of libraries and child processes (nats-server's store), included.
+    os.umask(0o027)
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["deid"]:
         return _guarded(lambda: cmd_deid(argv[1:]))

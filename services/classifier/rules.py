@@ -9,6 +9,7 @@ file fails at load time with one message naming the definition and the field.
 evaluated in ``operators.py``; the language is documented in ``docs/classify-rules.md``.
 """
 
+import importlib
 import json
 import re
 from collections.abc import Collection, Mapping, Sequence
@@ -47,6 +48,9 @@ _CONDITION_KEYS = frozenset(
     {"tag", "value", "operator", "negate", "approxLevel", "rule", "notrule", "comment"}
 )
 _NEGATE = {"yes": True, "no": False, True: True, False: False}
+# The standard library's own regular expression parser (``sre_parse`` is its deprecated alias).
+_RE_PARSER = importlib.import_module("re._parser")
+_BACKTRACKING_REPEATS = frozenset({"MAX_REPEAT", "MIN_REPEAT"})
 
 
 class RuleFileError(ConfigError):
@@ -341,11 +345,48 @@ def _literal_pattern(
     if op is not Operator.REGEXP:
         return None
     try:
-        return re.compile(literal.text)
+        pattern = re.compile(literal.text)
     except re.error as err:
         if reference is not None:
             return None  # only a fallback for an absent reference: it then fails
         raise blame.error(at, f"{literal.text!r} is not a regular expression: {err}") from None
+    if has_nested_repeat(literal.text):
+        # Python's re has no time limit: "(a+)+$" against 64 hostile characters of a
+        # SeriesDescription backtracks for hours and stalls the classifier on that image.
+        raise blame.error(
+            at,
+            f"{literal.text!r}: a repeat inside a repeat (like (a+)+) can take exponential "
+            "time on unlucky values; write it without the nesting, e.g. a+",
+        )
+    return pattern
+
+
+def has_nested_repeat(text: str) -> bool:
+    """Whether a valid pattern repeats, without bound, something itself repeated without bound.
+
+    That shape is what makes backtracking exponential ("catastrophic"). Possessive repeats and
+    atomic groups do not backtrack into their body and are allowed.
+    """
+    return _nested_repeat(_RE_PARSER.parse(text), inside=False)
+
+
+def _nested_repeat(items: object, inside: bool) -> bool:
+    for op, av in items:  # type: ignore[attr-defined]
+        if str(op) == "ATOMIC_GROUP":
+            continue
+        if str(op) in _BACKTRACKING_REPEATS:
+            _low, high, body = av
+            unbounded = high == _RE_PARSER.MAXREPEAT
+            if (unbounded and inside) or _nested_repeat(body, inside or unbounded):
+                return True
+            continue
+        parts = av if isinstance(av, tuple | list) else (av,)
+        for part in parts:
+            nested = part if isinstance(part, list) else [part]
+            for sub in nested:
+                if hasattr(sub, "data") and _nested_repeat(sub, inside):
+                    return True
+    return False
 
 
 def _check_ids(source: str, definitions: Sequence[Definition]) -> None:

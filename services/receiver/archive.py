@@ -11,6 +11,7 @@ import errno
 import filecmp
 import os
 import shutil
+import struct
 import tempfile
 from dataclasses import dataclass
 from enum import StrEnum
@@ -58,6 +59,21 @@ _DCMTK_PREFIX = {
     "1.2.840.10008.5.1.4.1.1.481.3": "RTSTRUCT",
     "1.2.840.10008.5.1.4.1.1.104.1": "DOC",
 }
+# What pydicom raises on damaged input. RecursionError: sequences nested a few hundred deep
+# before the identifying UIDs (pydicom reads sequences recursively); without it such an object
+# was answered "processing failure" and never quarantined.
+_UNREADABLE = (
+    InvalidDicomError,
+    EOFError,
+    ValueError,
+    KeyError,
+    TypeError,
+    IndexError,
+    OverflowError,
+    struct.error,
+    RecursionError,
+    NotImplementedError,  # an unknown VR ("bad VR") in one of the identifying elements
+)
 _IDENTITY_TAGS = [
     "SOPClassUID",
     "SOPInstanceUID",
@@ -116,7 +132,7 @@ def _read_with_pydicom(path: Path) -> tuple[dict[str, object], str | None]:
         values = {tag: ds.get(tag) for tag in _IDENTITY_TAGS}
         syntax = ds.file_meta.get("TransferSyntaxUID")
         return values, str(syntax) if syntax is not None else None
-    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError) as err:
+    except _UNREADABLE as err:
         raise BadInput("not_dicom", f"not a readable DICOM file ({type(err).__name__})") from err
 
 

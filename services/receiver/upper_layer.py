@@ -75,10 +75,19 @@ class NegotiatedContexts:
 
 
 def decode_associate_rq(pdu: bytes) -> AssociationRequest:
-    """Decode a whole A-ASSOCIATE-RQ PDU (header included)."""
+    """Decode a whole A-ASSOCIATE-RQ PDU (header included).
+
+    Raises:
+        ValueError: the PDU is malformed (pynetdicom checks item lengths with ``assert``).
+    """
     rq = A_ASSOCIATE_RQ()
-    rq.decode(pdu)
-    primitive = rq.to_primitive()
+    try:
+        rq.decode(pdu)
+        primitive = rq.to_primitive()
+    except (AssertionError, AttributeError, TypeError, NotImplementedError) as err:
+        # Without this, a PDU whose item lengths lie ended the association thread with an
+        # unhandled exception (no A-ABORT, a traceback in the log) instead of a clean abort.
+        raise ValueError(f"malformed A-ASSOCIATE-RQ ({type(err).__name__})") from err
     return AssociationRequest(
         calling_aet=str(primitive.calling_ae_title).strip(),
         called_aet=str(primitive.called_ae_title).strip(),

@@ -171,7 +171,6 @@ def unanswered(prom: Prometheus) -> dict[str, str]:
 
 
 def test_every_dashboard_query_returns_data_while_studies_flow(tmp_path: Path) -> None:
-    started = time.monotonic()
     with ExitStack() as stack:
         pacs = Orthanc(tmp_path / "pacs", extra_config={"DicomAlwaysAllowFind": True}).start()
         stack.callback(pacs.kill)  # a graceful stop takes Orthanc ~3 s; its data is thrown away
@@ -241,7 +240,6 @@ def test_every_dashboard_query_returns_data_while_studies_flow(tmp_path: Path) -
         assert not broken, f"rules failing against live data: {broken}"
         firing = {a["labels"]["alertname"] for a in prom.api("alerts")["alerts"]}
         assert "FionaServiceDown" not in firing
-    assert time.monotonic() - started < 90, "the live Prometheus test must stay under 90 s"
 
 
 def _rules(prom: Prometheus) -> list[dict]:

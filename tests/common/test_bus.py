@@ -7,7 +7,7 @@ import asyncio
 from nats.aio.msg import Msg
 
 from fiona_common.bus import STREAMS, ConsumerSpec, connect
-from fiona_common.errors import BadInput
+from fiona_common.errors import BadInput, Later
 from fiona_common.messages import InstanceStored, partition_of
 from tests.builders import instance_stored
 from tests.peers import NatsServer
@@ -125,6 +125,60 @@ async def test_slow_handling_within_ack_wait_is_not_redelivered(nats_server: Nat
     info = await bus.js.consumer_info("FIONA_INSTANCES", "test-slow")
     assert sorted(handled) == ["1.2.3.4.0", "1.2.3.4.1", "1.2.3.4.2"]  # none twice
     assert info.delivered.consumer_seq == 3  # each delivered once
+    await bus.nc.close()
+
+
+async def test_a_batch_handed_back_later_comes_again_whole_and_in_order(
+    nats_server: NatsServer,
+) -> None:
+    # Regression: batches were nak'd with a delay, and nats-server 2.9 redelivered such naks
+    # late and split (one message of two stalled), so REDCap writes hung after an outage.
+    bus = await connect(nats_server.url, "test")
+    await bus.ensure_streams()
+    uids = [f"1.2.3.5.{n}" for n in range(3)]
+    assert all(await bus.publish_many([instance_stored(uid) for uid in uids]))
+    batches: list[list[str]] = []
+    stop = asyncio.Event()
+
+    async def not_yet(events: list[InstanceStored]) -> list[BadInput | None]:
+        batches.append([e.sop_uid for e in events])
+        if len(batches) < 4:
+            raise Later(0.3)
+        stop.set()
+        return [None] * len(events)
+
+    # ack_wait shorter than the time held: "in progress" keeps the batch ours meanwhile.
+    spec = ConsumerSpec(durable="test-later", ack_wait_seconds=0.6, max_deliver=-1)
+    await asyncio.wait_for(bus.consume_batches(InstanceStored, spec, not_yet, stop), 20)
+    await bus.nc.flush()
+    info = await bus.js.consumer_info("FIONA_INSTANCES", "test-later")
+    assert batches == [uids] * 4  # the whole batch each time, in stream order
+    assert info.delivered.consumer_seq == 3 and info.num_ack_pending == 0  # never redelivered
+    await bus.nc.close()
+
+
+async def test_a_held_batch_is_handed_back_at_once_on_stop(nats_server: NatsServer) -> None:
+    bus = await connect(nats_server.url, "test")
+    await bus.ensure_streams()
+    assert all(await bus.publish_many([instance_stored("1.2.3.6.1")]))
+    stop = asyncio.Event()
+
+    async def much_later(events: list[InstanceStored]) -> list[BadInput | None]:
+        stop.set()
+        raise Later(3600)
+
+    spec = ConsumerSpec(durable="test-stop", ack_wait_seconds=60, max_deliver=-1)
+    await asyncio.wait_for(bus.consume_batches(InstanceStored, spec, much_later, stop), 10)
+    taken: list[str] = []
+    again = asyncio.Event()
+
+    async def take(events: list[InstanceStored]) -> list[BadInput | None]:
+        taken.extend(e.sop_uid for e in events)
+        again.set()
+        return [None] * len(events)
+
+    await asyncio.wait_for(bus.consume_batches(InstanceStored, spec, take, again), 10)
+    assert taken == ["1.2.3.6.1"]  # not after the hour, nor after ack_wait
     await bus.nc.close()
 
 

@@ -5,6 +5,7 @@ import contextlib
 from functools import partial
 
 from fiona_common.bus import NATS_DOWN, Bus, ConsumerSpec, connect_when_available
+from fiona_common.consumers import CLASSIFIER_DURABLES
 from fiona_common.layout import Layout
 from fiona_common.messages import InstanceStored, SeriesUpdated
 from fiona_common.service import ServiceContext, run_service
@@ -64,7 +65,7 @@ async def arrival(ctx: ServiceContext) -> None:
     open_kv = await bus.kv(OPEN_BUCKET, history=1, ttl_seconds=KEEP_SECONDS)
     expected_kv = await expected_bucket(bus)
     deps = ArrivalDeps(layouts, kv, open_kv, bus, policy_of(ctx.settings.arrival))
-    sweeper = Sweeper(deps, INSTANCES.durable, ctx.health)
+    sweeper = Sweeper(deps, [INSTANCES.durable, *CLASSIFIER_DURABLES], ctx.health)
     ctx.health.set_check("nats", True)
     try:
         await asyncio.gather(

@@ -8,13 +8,17 @@ study due, one writes the completion (with its events in the entry's outbox) and
 finds it already complete. Outbox events are published with deterministic message ids (the
 server drops a second publish) and then removed from the entry.
 
-A replica also never decides on input it has not read: completions are judged at the publish
-time of the oldest instance event the arrival consumer has not acknowledged yet, if any.
+A replica also never decides on input that is not read yet: completions are judged at the
+publish time of the oldest instance event that the arrival consumer or the classifier has not
+acknowledged, if any. Waiting for the classifier too matters: the exporter sends what the
+classifier indexed, so a study completed while its last objects were still queued there (the
+classifier restarting, say) would be sent without them, and nothing would reopen it.
 """
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 
 from nats.errors import TimeoutError as NatsTimeout
@@ -46,8 +50,9 @@ HELD_BACK_WAKE_SECONDS = 0.2
 
 
 class Sweeper:
-    def __init__(self, deps: ArrivalDeps, consumer: str, health: Health) -> None:
-        self.deps, self.consumer, self.health = deps, consumer, health
+    def __init__(self, deps: ArrivalDeps, consumers: Sequence[str], health: Health) -> None:
+        """``consumers``: the durables (on the instance events) whose input must be read first."""
+        self.deps, self.consumers, self.health = deps, list(consumers), health
         self.in_flight: dict[str, OpenStudy] = {}
         self.completions: dict[str, int] = {}
 
@@ -160,16 +165,23 @@ class Sweeper:
             metrics.REOPENED.labels(level).inc()
 
     async def inputs_read_until(self) -> datetime:
-        """Publish time of the oldest instance event not yet handled (now if there is none)."""
+        """Publish time of the oldest instance event a watched consumer has not handled yet
+        (now if there is none; a consumer not created yet holds nothing back)."""
+        oldest = self.deps.clock()
+        for durable in self.consumers:
+            with contextlib.suppress(NotFoundError):
+                oldest = min(oldest, await self._unread_since(durable) or oldest)
+        return oldest
+
+    async def _unread_since(self, durable: str) -> datetime | None:
         js = self.deps.bus.js
-        info = await js.consumer_info(InstanceStored.stream, self.consumer)
+        info = await js.consumer_info(InstanceStored.stream, durable)
         if not info.num_pending and not info.num_ack_pending:
-            return self.deps.clock()
-        try:
-            oldest = await js.get_msg(InstanceStored.stream, (info.ack_floor.stream_seq or 0) + 1)
-        except NotFoundError:
-            return self.deps.clock()
-        return oldest.time or self.deps.clock()
+            return None
+        # For a consumer of one partition the stream's next message may be another
+        # partition's: published no later than this consumer's own next one, so still safe.
+        first = await js.get_msg(InstanceStored.stream, (info.ack_floor.stream_seq or 0) + 1)
+        return first.time
 
     def _report(self) -> None:
         now = self.deps.clock()

@@ -5,6 +5,7 @@ import contextlib
 from functools import partial
 
 from fiona_common.bus import NATS_DOWN, Bus, ConsumerSpec, connect_when_available
+from fiona_common.consumers import CLASSIFIER_DURABLES
 from fiona_common.layout import Layout
 from fiona_common.messages import InstanceStored
 from fiona_common.service import ServiceContext, run_service
@@ -21,10 +22,8 @@ BATCH = 256
 # without two of them racing on the same series' state. A replica that dies leaves its batch
 # unacknowledged, and another one gets it after ack_wait.
 CONSUMERS = [
-    ConsumerSpec(
-        durable=f"classifier-p{n:02d}", partition=n, ack_wait_seconds=60, max_ack_pending=BATCH
-    )
-    for n in range(InstanceStored.partitions)
+    ConsumerSpec(durable=durable, partition=n, ack_wait_seconds=60, max_ack_pending=BATCH)
+    for n, durable in enumerate(CLASSIFIER_DURABLES)
 ]
 
 

@@ -11,9 +11,11 @@ from typing import Any
 
 import pydicom
 import pytest
+from nats.js.api import ConsumerConfig
 
 from fiona_cli.main import main as fiona
 from fiona_common.bus import connect
+from fiona_common.consumers import CLASSIFIER_DURABLES
 from fiona_common.messages import InstanceStored, StoredVia
 from tests.builders import new_uid, write_series
 from tests.fiona_process import Arrival, Classifier, Receiver, read_events
@@ -132,6 +134,63 @@ def test_killed_in_the_middle_every_study_still_completes_exactly_once(
     assert sorted(e["study_uid"] for e in done) == sorted(studies)
     assert {e["revision"] for e in done} == {1}
     assert len(completions(url, "series")) == 3
+
+
+def test_a_study_is_not_complete_while_the_classifier_has_not_indexed_it(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    # The exporter sends what the classifier indexed: a study completed while its objects wait
+    # in the classifier's queue (the classifier down or restarting) was sent without them.
+    url = nats_server.url
+    study, series = new_uid(), short_uid()
+    events = instances(study, series, 4)
+    classifier = ClassifierQueues(url)
+    with Arrival(tmp_path / "arrival", tmp_path / "data", url) as arrival:
+        publish(url, events)
+        wait_until(
+            lambda: arrival.metric("fiona_arrival_instances_total", outcome="counted") == 4,
+            what="counted",
+        )
+        time.sleep(3.0)  # twice the quiet period: due, but the classifier has not read them
+        assert completions(url) == []
+        assert classifier.handle_all() == 4  # the classifier comes back and indexes them
+        wait_until(lambda: len(completions(url)) == 1, what="study complete")
+    [done] = completions(url)
+    assert (done["revision"], done["num_files"]) == (1, 4)
+
+
+class ClassifierQueues:
+    """The classifier's durable consumers, created as the classifier does, with nobody
+    reading them until :meth:`handle_all`."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        asyncio.run(self._run(handle=False))
+
+    def handle_all(self) -> int:
+        return asyncio.run(self._run(handle=True))
+
+    async def _run(self, handle: bool) -> int:
+        bus = await connect(self.url, "test-classifier")
+        await bus.ensure_streams()
+        handled = 0
+        for n, durable in enumerate(CLASSIFIER_DURABLES):
+            sub = await bus.js.pull_subscribe(
+                InstanceStored.subject_filter(n),
+                durable=durable,
+                stream=InstanceStored.stream,
+                config=ConsumerConfig(durable_name=durable, ack_wait=60),
+            )
+            while handle:
+                try:
+                    msgs = await sub.fetch(256, timeout=0.3)
+                except TimeoutError:
+                    break
+                for msg in msgs:
+                    await msg.ack_sync()
+                handled += len(msgs)
+        await bus.close()
+        return handled
 
 
 def test_two_replicas_complete_each_study_once(tmp_path: Path, nats_server: NatsServer) -> None:

@@ -57,6 +57,8 @@ def test_up_runs_nats_and_the_receiver_restarts_crashes_and_stops_cleanly(
         assert (tmp_path / "data/state/nats").is_dir()  # NATS keeps its store in the data dir
 
         status_env = {**env, "FIONA_NATS_URL": f"nats://127.0.0.1:{ports['nats']}"}
+        # The receiver is ready first; the others may still be starting (a loaded machine).
+        wait_until(lambda: fiona("status", env=status_env).returncode == 0, 60, "all ready")
         status = fiona("status", env=status_env)
         assert status.returncode == 0, status.stdout + status.stderr
         assert "receiver" in status.stdout and "FIONA_INSTANCES" in status.stdout

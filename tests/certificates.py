@@ -1,8 +1,10 @@
-"""Certificates made by the tests: a one-day CA and a server certificate for 127.0.0.1."""
+"""Certificates made by the tests: a one-day CA, a server certificate for 127.0.0.1 and a
+client certificate for mutual TLS."""
 
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,6 +12,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+_PEM = serialization.Encoding.PEM
 
 _CA_USAGE = x509.KeyUsage(
     digital_signature=True,
@@ -49,15 +53,41 @@ def _issue(
 
 def certificate_authority(directory: Path) -> tuple[Path, Path, Path]:
     """A CA file and a server certificate for 127.0.0.1 signed by it: (ca, cert, key)."""
+    files = mutual_tls(directory)
+    return files.ca, files.server_cert, files.server_key
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of a test CA, a server (127.0.0.1) and a client (CN=fiona) it signed."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def mutual_tls(directory: Path, client: str = "fiona") -> TlsFiles:
+    """A new CA with a server and a client certificate, written into ``directory``."""
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    ca, cert, key = directory / "ca.pem", directory / "server.pem", directory / "server.key"
-    pem = serialization.Encoding.PEM
-    ca.write_bytes(_issue("Test CA", ca_key, ca_key, ca=True).public_bytes(pem))
-    cert.write_bytes(_issue("127.0.0.1", server_key, ca_key, ca=False).public_bytes(pem))
-    key.write_bytes(
-        server_key.private_bytes(
-            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+    files = TlsFiles(
+        ca=directory / "ca.pem",
+        server_cert=directory / "server.pem",
+        server_key=directory / "server.key",
+        client_cert=directory / "client.pem",
+        client_key=directory / "client.key",
     )
-    return ca, cert, key
+    files.ca.write_bytes(_issue("Test CA", ca_key, ca_key, ca=True).public_bytes(_PEM))
+    for subject, cert, key in [
+        ("127.0.0.1", files.server_cert, files.server_key),
+        (client, files.client_cert, files.client_key),
+    ]:
+        own_key = ec.generate_private_key(ec.SECP256R1())
+        cert.write_bytes(_issue(subject, own_key, ca_key, ca=False).public_bytes(_PEM))
+        key.write_bytes(
+            own_key.private_bytes(
+                _PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+    return files

@@ -402,14 +402,19 @@ class NatsServer(ManagedProcess):
 
     ``stop()`` then ``start()`` restarts on the SAME port and store directory, so tests can
     simulate an outage and check that JetStream data survives; ``kill()`` simulates a crash.
+    ``config``: a nats-server configuration file (authorization, TLS); the command line's
+    address, port and store directory win over it.
     """
 
     name = "nats-server"
 
-    def __init__(self, workdir: Path, *, port: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path, *, port: int | None = None, config: Path | None = None
+    ) -> None:
         super().__init__(workdir)
         self.port = port or free_port()
         self.store_dir = self.workdir / "jetstream"
+        self.config = config
 
     @property
     def url(self) -> str:
@@ -417,7 +422,9 @@ class NatsServer(ManagedProcess):
 
     def command(self) -> list[str]:
         exe = shutil.which("nats-server") or "/usr/sbin/nats-server"
-        return [exe, "-js", "-a", LOCALHOST, "-p", str(self.port), "-sd", str(self.store_dir)]
+        config = ["-c", str(self.config)] if self.config else []
+        where = ["-a", LOCALHOST, "-p", str(self.port), "-sd", str(self.store_dir)]
+        return [exe, *config, "-js", *where]
 
     def ready(self) -> bool:
         return "Server is ready" in self.log_text() and port_open(self.port)

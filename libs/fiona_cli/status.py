@@ -9,8 +9,8 @@ import urllib.request
 from typing import Any
 
 from fiona_common.bus import NATS_DOWN, STREAMS, connect
-from fiona_common.errors import Unavailable
-from fiona_common.service import DEFAULT_NATS_URL
+from fiona_common.errors import ConfigError, Unavailable
+from fiona_common.nats_auth import NatsTarget, nats_target
 from fiona_common.settings import Settings
 
 
@@ -43,11 +43,11 @@ def probe(port: int, timeout: float = 2.0) -> dict[str, Any]:
 _PARTITION = re.compile(r"-p\d+$")
 
 
-async def stream_figures(url: str) -> dict[str, Any]:
+async def stream_figures(nats: NatsTarget | str) -> dict[str, Any]:
     """Messages per stream and pending work per durable consumer."""
     try:
-        bus = await connect(url, "fiona-status")
-    except Unavailable as err:
+        bus = await connect(nats, "fiona-status")
+    except (Unavailable, ConfigError) as err:  # the message masks a password in the URL
         return {"connected": False, "error": str(err)}
     figures: dict[str, Any] = {"connected": True, "streams": {}}
     try:
@@ -74,7 +74,7 @@ async def stream_figures(url: str) -> dict[str, Any]:
 def print_status(settings: Settings, services: list[str], as_json: bool = False) -> int:
     ports = service_ports(settings)
     report: dict[str, Any] = {name: probe(ports[name]) for name in services if name in ports}
-    report["nats"] = asyncio.run(stream_figures(settings.nats_url or DEFAULT_NATS_URL))
+    report["nats"] = asyncio.run(stream_figures(nats_target(settings)))
     healthy = all(report[s].get("ready") for s in services if s in ports) and bool(
         report["nats"].get("connected")
     )

@@ -10,8 +10,9 @@ import sys
 import time
 
 from fiona_common.errors import ConfigError, Unavailable
-from fiona_common.layout import Layout
+from fiona_common.layout import Layout, group_id
 from fiona_common.logs import configure_logging
+from fiona_common.nats_auth import masked_url
 from fiona_common.process import Child, stop_children
 from fiona_common.settings import Settings
 
@@ -72,7 +73,7 @@ def run_supervisor(settings: Settings, services: list[str]) -> int:
     """Start everything, keep it running, stop it all on SIGINT/SIGTERM."""
     configure_logging("up", settings.log_level)
     layout = Layout(settings.datadir)
-    layout.ensure()
+    layout.ensure(group_id(settings.shared_group))
     stopping = False
 
     def on_signal(_signum: int, _frame: object) -> None:
@@ -93,7 +94,7 @@ def run_supervisor(settings: Settings, services: list[str]) -> int:
         "fiona is up",
         extra={
             "datadir": str(settings.datadir),
-            "nats": nats_url,
+            "nats": masked_url(nats_url),
             "dicom_port": settings.dicomport,
             "services": json.dumps(services),
         },

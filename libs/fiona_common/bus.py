@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import nats
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
@@ -22,8 +21,9 @@ from nats.js.errors import APIError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
-from fiona_common.errors import BadInput, Later, Unavailable
+from fiona_common.errors import BadInput, ConfigError, Later, Unavailable
 from fiona_common.messages import Event
+from fiona_common.nats_auth import NatsTarget, as_target, refused
 
 if TYPE_CHECKING:
     from prometheus_client import Gauge
@@ -403,26 +403,53 @@ async def _on_reconnected() -> None:
     log.info("NATS reconnected")
 
 
-async def connect(url: str, name: str, **callbacks: Any) -> Bus:
-    """Connect once; reconnects forever afterwards. Raises :class:`Unavailable` if NATS is down."""
+async def connect(target: NatsTarget | str, name: str, **callbacks: Any) -> Bus:
+    """Connect once; reconnects forever afterwards.
+
+    While NATS is down, nats-py keeps trying (callers that cannot wait bound this with a
+    timeout, see fiona_ops.janitor_service).
+
+    Raises:
+        Unavailable: a failure nats-py gives up on.
+        ConfigError: NATS refused the credentials or TLS (no retry fixes that).
+    """
+    target = as_target(target)
+    on_error = callbacks.pop("error_cb", _on_error)
+    connecting = True
+
+    async def error_cb(err: Exception) -> None:
+        # nats-py retries a refused login forever, like a NATS that is down; raising here,
+        # while the first connection is made, is the one way to end its connect().
+        refusal = refused(target, err)
+        if connecting and refusal is not None:
+            raise refusal
+        await on_error(err)
+
     callbacks = {
-        "error_cb": _on_error,
         "disconnected_cb": _on_disconnected,
         "reconnected_cb": _on_reconnected,
         **callbacks,
     }
+    nc = NatsClient()
     try:
-        nc = await nats.connect(
-            servers=[url],
+        await nc.connect(
             name=name,
             connect_timeout=2,
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,
             allow_reconnect=True,
+            error_cb=error_cb,
+            **target.connect_options(),
             **callbacks,
         )
+    except ConfigError:
+        # After a failed TLS handshake nats-py's close waits for a TLS goodbye that never comes.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(nc.close(), 1)
+        raise
     except NATS_DOWN as err:
-        raise Unavailable(f"NATS at {url} is not reachable: {type(err).__name__}") from err
+        raise Unavailable(f"NATS at {target} is not reachable: {type(err).__name__}") from err
+    connecting = False
     return Bus(nc=nc, js=nc.jetstream())
 
 
@@ -447,9 +474,15 @@ def _tracking_connection(callbacks: dict[str, Any], gauge: "Gauge") -> dict[str,
 
 
 async def connect_when_available(
-    url: str, name: str, stop: asyncio.Event, retry_seconds: float = 1.0, **callbacks: Any
+    target: NatsTarget | str,
+    name: str,
+    stop: asyncio.Event,
+    retry_seconds: float = 1.0,
+    **callbacks: Any,
 ) -> Bus | None:
     """Keep trying :func:`connect` until it works or ``stop`` is set (then None).
+
+    A :class:`ConfigError` (NATS refused the credentials) is raised: the service stops.
 
     The service's connection: ``fiona_nats_connected{client=name}`` is 0 until it works and
     while it is lost, 1 while it is up.
@@ -463,7 +496,7 @@ async def connect_when_available(
     callbacks = _tracking_connection(callbacks, connected)
     while not stop.is_set():
         try:
-            bus = await connect(url, name, **callbacks)
+            bus = await connect(target, name, **callbacks)
         except Unavailable as err:
             log.warning("waiting for NATS", extra={"error": str(err)})
         else:

@@ -4,12 +4,14 @@ Every path built from a DICOM value goes through this module, and every UID is v
 before it becomes part of a path: a hostile UID such as ``../../etc`` never reaches the disk.
 """
 
+import grp
 import os
 import posixpath
 import re
+import stat
 from pathlib import Path
 
-from fiona_common.errors import BadInput
+from fiona_common.errors import BadInput, ConfigError
 from fiona_common.logs import short_hash
 
 # Digits and dots, no empty component, at most 64 characters (PS3.5 9.1). Components with a
@@ -20,6 +22,10 @@ _MODALITY_PREFIX = re.compile(r"[A-Za-z0-9]{1,16}")
 
 DIR_MODE = 0o750
 FILE_MODE = 0o640
+# With SHARED_GROUP: folders the group reads (set-group-ID: what is created below inherits the
+# group), and the inbox, where its members also drop files.
+SHARED_DIR_MODE = stat.S_ISGID | 0o750
+SHARED_DROP_MODE = stat.S_ISGID | 0o770
 
 
 def is_valid_uid(value: object) -> bool:
@@ -119,22 +125,53 @@ class Layout:
             raise BadInput("path_outside_datadir", "path leaves the data directory")
         return self.datadir / normal
 
-    def ensure(self) -> None:
-        """Create the directory skeleton (idempotent, never world-writable)."""
-        for path in (
-            self.config_dir,
+    def ensure(self, shared_group: int | None = None) -> None:
+        """Create the directory skeleton (idempotent, never world-writable).
+
+        ``shared_group`` (a group id, SHARED_GROUP): that group may read the data (site/,
+        outbox/, quarantine/) and drop files into inbox/; config/ and state/ (tokens, keys,
+        NATS' store) stay FIONA's own.
+        """
+        shared = [
+            self.site_dir,
             self.archive_dir,
             self.raw_dir,
             self.participants_dir,
             self.srs_dir,
             self.arrived_dir,
-            self.inbox_dir,
+            self.incoming_dir,
             self.outbox_dir,
             self.quarantine_dir,
-            self.state_dir,
-            self.incoming_dir,
-        ):
+        ]
+        for path in (self.config_dir, self.state_dir, self.inbox_dir, *shared):
             path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        if shared_group is None:
+            return
+        _share(self.datadir, shared_group, DIR_MODE)  # to get in; nothing inherits from it
+        for path in shared:
+            _share(path, shared_group, SHARED_DIR_MODE)
+        _share(self.inbox_dir, shared_group, SHARED_DROP_MODE)
+
+
+def _share(path: Path, gid: int, mode: int) -> None:
+    try:
+        os.chown(path, -1, gid)
+        os.chmod(path, mode)
+    except OSError as err:
+        raise ConfigError(
+            f"SHARED_GROUP: cannot give {path} to group {gid} ({err.strerror}); "
+            "FIONA's user must own it and be a member of the group"
+        ) from None
+
+
+def group_id(name: str | None) -> int | None:
+    """The id of a group given by name or number (SHARED_GROUP); None for none."""
+    if not name:
+        return None
+    try:
+        return int(name) if name.isdigit() else grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise ConfigError(f"SHARED_GROUP: there is no group {name!r} on this machine") from None
 
 
 def fsync_dir(path: Path) -> None:

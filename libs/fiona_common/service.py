@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 
 from fiona_common.logs import configure_logging
 from fiona_common.metrics import Api, ErrorRecorder, Health, HttpServer
+from fiona_common.nats_auth import DEFAULT_NATS_URL, NatsTarget, nats_target
 from fiona_common.settings import Settings
 
 log = logging.getLogger(__name__)
 
-DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+__all__ = ["DEFAULT_NATS_URL", "ServiceBody", "ServiceContext", "run_service"]
 
 
 @dataclass
@@ -28,6 +29,11 @@ class ServiceContext:
     @property
     def nats_url(self) -> str:
         return self.settings.nats_url or DEFAULT_NATS_URL
+
+    @property
+    def nats(self) -> NatsTarget:
+        """The NATS to connect to, with the configured credentials and TLS."""
+        return nats_target(self.settings)
 
 
 ServiceBody = Callable[[ServiceContext], Awaitable[None]]

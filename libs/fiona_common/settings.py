@@ -11,7 +11,15 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -96,6 +104,39 @@ class ReceiverSettings(AccessRules):
     # while free space is below the larger of both (what is stored stays intact; 0: off).
     min_free_bytes: int = Field(default=0, ge=0)
     min_free_percent: float = Field(default=2.0, ge=0, lt=100)
+    # DICOM TLS (docs/admin-guide.md): a second port of the main listener, next to the plain
+    # DICOMPORT (2762 is the standard's); None: no TLS. PEM files, read at start.
+    tls_port: int | None = Field(default=None, ge=1, le=65535)
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # CA that senders' certificates are checked against. Mutual TLS is the default, as the
+    # DICOM TLS profiles expect; false: senders need no certificate (one they show is checked).
+    tls_ca_file: Path | None = None
+    tls_require_client_cert: bool = True
+    # A connection that has not finished its TLS handshake by then is closed.
+    tls_handshake_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _tls_consistent(self) -> "ReceiverSettings":
+        for problem in _receiver_tls_problems(self):
+            raise ConfigError(problem)
+        return self
+
+
+def _receiver_tls_problems(rx: ReceiverSettings) -> list[str]:
+    """What is wrong with the receiver's TLS settings, one line each (files: checked at start)."""
+    files_set = rx.tls_cert_file or rx.tls_key_file or rx.tls_ca_file
+    if rx.tls_port is None:
+        return ["RECEIVER.TLS_*_FILE are set but RECEIVER.TLS_PORT is not"] if files_set else []
+    problems = []
+    if rx.tls_cert_file is None or rx.tls_key_file is None:
+        problems.append("RECEIVER.TLS_PORT needs RECEIVER.TLS_CERT_FILE and RECEIVER.TLS_KEY_FILE")
+    if rx.tls_require_client_cert and rx.tls_ca_file is None:
+        problems.append(
+            "RECEIVER.TLS_REQUIRE_CLIENT_CERT needs RECEIVER.TLS_CA_FILE (the CA of the senders' "
+            "certificates), or set it to false"
+        )
+    return problems
 
 
 class ClassifierSettings(BaseModel):
@@ -277,6 +318,81 @@ class JanitorSettings(BaseModel):
         return self
 
 
+class NatsSettings(BaseModel):
+    """Credentials and TLS towards NATS_URL (``FIONA_NATS__*``), see docs/admin-guide.md.
+
+    Secrets come from files (a mounted Secret) or, the password, from the environment; they
+    are never logged nor part of an error message.
+    """
+
+    # At most one way to log in: user + password, an nkey seed, or a .creds file.
+    user: str | None = None
+    password: SecretStr | None = None  # FIONA_NATS__PASSWORD, or:
+    password_file: Path | None = None
+    nkey_seed_file: Path | None = None  # an nkey user's seed (SU...), as ``nk -gen user`` makes
+    creds_file: Path | None = None  # a JWT user's .creds file (operator mode, made by ``nsc``)
+    # The server's certificate is checked against tls_ca_file (None: the system's trust
+    # store); cert and key are FIONA's own for a server that verifies clients (mutual TLS).
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # The name the server's certificate carries, when it is not the host of NATS_URL.
+    tls_hostname: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lower(cls, data: Any) -> Any:
+        return _lower_keys(data)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "NatsSettings":
+        # ConfigError, not ValueError: pydantic's message would repeat the input (the password).
+        for problem in _nats_problems(self):
+            raise ConfigError(problem)
+        return self
+
+    @property
+    def configured(self) -> bool:
+        """Anything set at all (credentials or TLS)."""
+        return any(value is not None for value in self.__dict__.values())
+
+
+def _nats_problems(nats: NatsSettings) -> list[str]:
+    """What is wrong with ``nats``, one line each, naming settings and files, never secrets."""
+    has_password = nats.password is not None or nats.password_file is not None
+    problems = []
+    if nats.password is not None and nats.password_file is not None:
+        problems.append("NATS.PASSWORD_FILE and FIONA_NATS__PASSWORD are both set: keep one")
+    if has_password and nats.user is None:
+        problems.append("a NATS password is set (NATS.PASSWORD_FILE/PASSWORD) but NATS.USER is not")
+    if nats.user is not None and not has_password:
+        problems.append("NATS.USER needs NATS.PASSWORD_FILE or FIONA_NATS__PASSWORD")
+    methods = [nats.user, nats.nkey_seed_file, nats.creds_file]
+    if sum(method is not None for method in methods) > 1:
+        problems.append(
+            "NATS.USER, NATS.NKEY_SEED_FILE and NATS.CREDS_FILE are different ways to log in: "
+            "set one of them"
+        )
+    if (nats.tls_cert_file is None) != (nats.tls_key_file is None):
+        problems.append("NATS.TLS_CERT_FILE and NATS.TLS_KEY_FILE go together: set both or none")
+    files = {
+        "PASSWORD_FILE": nats.password_file,
+        "NKEY_SEED_FILE": nats.nkey_seed_file,
+        "CREDS_FILE": nats.creds_file,
+        "TLS_CA_FILE": nats.tls_ca_file,
+        "TLS_CERT_FILE": nats.tls_cert_file,
+        "TLS_KEY_FILE": nats.tls_key_file,
+    }
+    for key, path in files.items():
+        if path is not None:
+            try:
+                with path.open("rb"):
+                    pass
+            except OSError as err:
+                problems.append(f"NATS.{key}: cannot read {path} ({err.strerror or err})")
+    return problems
+
+
 class Settings(BaseSettings):
     """All of FIONA's settings; built once per process by :meth:`load`."""
 
@@ -293,9 +409,13 @@ class Settings(BaseSettings):
     dicomaetitle: str = "FIONA"
     sites: dict[str, SiteConfig] = Field(default_factory=dict)
     processing_user: str | None = None
+    # A group (name or id) that may read the data and drop files into inbox/ (Layout.ensure).
+    shared_group: str | None = None
     # None: ``fiona up`` starts a local nats-server on ``local_nats_port``.
     nats_url: str | None = None
     local_nats_port: int = 4222
+    # Credentials and TLS for nats_url (FIONA_NATS__*); the local nats-server needs none.
+    nats: NatsSettings = Field(default_factory=NatsSettings)
     http_host: str = "0.0.0.0"
     log_level: str = "INFO"
     receiver: ReceiverSettings = Field(default_factory=ReceiverSettings)
@@ -342,6 +462,15 @@ class Settings(BaseSettings):
             raise ConfigError(f"environment: {err}") from None
         settings.datadir = settings.datadir.expanduser().resolve()
         return settings
+
+    @model_validator(mode="after")
+    def _nats_credentials_need_url(self) -> "Settings":
+        if self.nats.configured and not self.nats_url:
+            raise ConfigError(
+                "NATS credentials or TLS (FIONA_NATS__*) are set but NATS_URL is not: they are "
+                "for a NATS server of yours; the local one `fiona up` starts needs none"
+            )
+        return self
 
     def listeners(self) -> list["Listener"]:
         """The DICOM listeners to open: the main one, then one per ``SITES`` project."""
@@ -401,4 +530,6 @@ def _describe(err: ValidationError, path: Path | None) -> str:
     first = err.errors()[0]
     key = ".".join(str(part).upper() for part in first["loc"]) or "(root)"
     origin = f" (config file {path} or environment FIONA_*)" if path else " (environment FIONA_*)"
-    return f"setting {key}{origin}: {first['msg']} (got {first.get('input')!r})"
+    # A password that failed validation stays out of the message (it ends up in logs).
+    got = "" if "PASSWORD" in key else f" (got {first.get('input')!r})"
+    return f"setting {key}{origin}: {first['msg']}{got}"

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ValidationError
 
 from fiona_common.errors import FionaError
 from fiona_common.layout import Layout, fsync_dir
+from fiona_common.nats_auth import NatsTarget, nats_target
 from fiona_common.settings import Settings
 from fiona_ops import backup_streams
 from fiona_ops.backup_files import (
@@ -90,9 +91,9 @@ class JetStreamState(Protocol):
 
 @dataclass(frozen=True)
 class NatsState:
-    """The JetStream state of the NATS at ``url``."""
+    """The JetStream state of the NATS at ``url`` (with its credentials)."""
 
-    url: str
+    url: NatsTarget | str
 
     def dump(self, folder: Path) -> list[StreamRecord]:
         return asyncio.run(backup_streams.dump(self.url, folder))
@@ -349,7 +350,7 @@ def run_command(
     config = settings()
     with nats_url_for(config, restoring=action == "restore") as url:
         if action == "create":
-            made = create_backup(config, path, archive, NatsState(url))
+            made = create_backup(config, path, archive, NatsState(nats_target(config, url)))
             manifest = read_manifest(made)
             print(f"backup written: {made}")
             print(
@@ -358,7 +359,7 @@ def run_command(
             )
             print("it holds FIONA's keys (state/secrets): keep it as protected as the data")
             return 0
-        done = restore_backup(config, path, force, NatsState(url))
+        done = restore_backup(config, path, force, NatsState(nats_target(config, url)))
     print(
         f"restored {done.backup}: {done.files} files, {done.streams} streams and buckets "
         f"({done.messages} messages); start FIONA and pending transfers resume"

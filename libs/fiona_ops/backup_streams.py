@@ -37,6 +37,7 @@ from nats.js.errors import APIError, NotFoundError
 from pydantic import BaseModel
 
 from fiona_common.errors import FionaError, Unavailable
+from fiona_common.nats_auth import NatsTarget, as_target, refused
 
 KV_PREFIX = "KV_"
 _FETCH = 256
@@ -57,24 +58,28 @@ class StreamRecord(BaseModel):
     resume_seq: int = 1  # restored messages are numbered from here on
 
 
-async def _connect(url: str) -> NatsClient:
+async def _connect(target: NatsTarget | str) -> NatsClient:
+    target = as_target(target)
+
     async def quiet(_err: Exception) -> None:
         pass
 
     try:
         return await nats.connect(
-            servers=[url],
             name="fiona-backup",
             connect_timeout=2,
             allow_reconnect=False,
             max_reconnect_attempts=0,
             error_cb=quiet,
+            **target.connect_options(),
         )
     except (*_NATS_FAILED, OSError) as err:
-        raise Unavailable(f"NATS at {url} is not reachable: {type(err).__name__}") from None
+        raise refused(target, err) or Unavailable(
+            f"NATS at {target} is not reachable: {type(err).__name__}"
+        ) from None
 
 
-async def dump(url: str, folder: Path) -> list[StreamRecord]:
+async def dump(url: NatsTarget | str, folder: Path) -> list[StreamRecord]:
     """Write every stream and bucket under ``folder``; buckets first (see the module doc)."""
     nc = await _connect(url)
     try:
@@ -90,7 +95,7 @@ async def dump(url: str, folder: Path) -> list[StreamRecord]:
         await nc.close()
 
 
-async def next_sequences(url: str) -> dict[str, int]:
+async def next_sequences(url: NatsTarget | str) -> dict[str, int]:
     """Per stream, the sequence after its last message now (when the backup is complete)."""
     nc = await _connect(url)
     try:
@@ -221,7 +226,7 @@ def read_dump(path: Path) -> Iterator[StoredMessage]:
             )
 
 
-async def occupied(url: str, records: list[StreamRecord]) -> list[str]:
+async def occupied(url: NatsTarget | str, records: list[StreamRecord]) -> list[str]:
     """Why NATS is not an empty target for these streams (empty list: it is)."""
     nc = await _connect(url)
     problems = []
@@ -241,7 +246,9 @@ async def occupied(url: str, records: list[StreamRecord]) -> list[str]:
     return problems
 
 
-async def load(url: str, backup: Path, records: list[StreamRecord]) -> dict[str, tuple[int, int]]:
+async def load(
+    url: NatsTarget | str, backup: Path, records: list[StreamRecord]
+) -> dict[str, tuple[int, int]]:
     """Recreate each stream and publish its messages again; per stream (stored, dropped)."""
     nc = await _connect(url)
     try:

@@ -116,11 +116,11 @@ def _find(peer: "DicomPeer", args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _retrieve(settings: Settings, peer: "DicomPeer", args: argparse.Namespace, out: TextIO) -> int:
-    from fiona_common.service import DEFAULT_NATS_URL
+    from fiona_common.nats_auth import nats_target
     from fiona_ops import retrieve
 
     listener = _listener(settings, args.site)
-    target = retrieve.Target(listener, peer.name, settings.nats_url or DEFAULT_NATS_URL)
+    target = retrieve.Target(listener, peer.name, nats_target(settings))
     if args.action == "move":
         node = settings.pacs_nodes[peer.name]
         dest = args.dest or node.move_aet or listener.aetitle

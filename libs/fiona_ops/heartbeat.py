@@ -69,7 +69,7 @@ class Rounds:
         self.was_up: dict[str, bool] = {}
 
     async def run_once(self) -> list[Outcome]:
-        peers = configured_peers(self.ctx.settings, self._catalog(), self.ctx.nats_url)
+        peers = configured_peers(self.ctx.settings, self._catalog(), self.ctx.nats)
         timeout = self.ctx.settings.heartbeat.timeout_seconds
         outcomes = await asyncio.gather(*(check(peer, timeout) for peer in peers))
         self._publish(outcomes)

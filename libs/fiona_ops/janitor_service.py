@@ -16,7 +16,8 @@ from typing import Any, TextIO
 from fiona_common.bus import NATS_DOWN, Bus, connect, connect_when_available
 from fiona_common.errors import Unavailable
 from fiona_common.logs import configure_logging, short_hash
-from fiona_common.service import DEFAULT_NATS_URL, ServiceContext, run_service
+from fiona_common.nats_auth import NatsTarget, nats_target
+from fiona_common.service import ServiceContext, run_service
 from fiona_common.settings import Settings
 from fiona_ops.janitor import Report, run_round
 
@@ -31,7 +32,7 @@ def run_loop(settings: Settings) -> int:
 
 
 async def janitor_service(ctx: ServiceContext) -> None:
-    bus = await connect_when_available(ctx.nats_url, "fiona-janitor", ctx.stop)
+    bus = await connect_when_available(ctx.nats, "fiona-janitor", ctx.stop)
     if bus is None:
         return
     ctx.health.set_check("nats", True)
@@ -61,7 +62,7 @@ def run_command(settings: Settings, *, dry_run: bool, force: bool, out: TextIO =
 
 
 async def _once(settings: Settings, *, dry_run: bool, force: bool) -> Report:
-    bus = await _connect(settings.nats_url or DEFAULT_NATS_URL)
+    bus = await _connect(nats_target(settings))
     try:
         return await run_round(settings, bus, force=force, dry_run=dry_run)
     except NATS_DOWN as err:
@@ -70,17 +71,17 @@ async def _once(settings: Settings, *, dry_run: bool, force: bool) -> Report:
         await bus.close()
 
 
-async def _connect(url: str) -> Bus:
+async def _connect(nats: NatsTarget) -> Bus:
     """Connected within CONNECT_SECONDS, or one line for whoever runs the command."""
 
     async def quiet(*_args: object) -> None:  # reported once, below; closing is no news
         pass
 
     try:
-        janitor = connect(url, "fiona-janitor", error_cb=quiet, disconnected_cb=quiet)
+        janitor = connect(nats, "fiona-janitor", error_cb=quiet, disconnected_cb=quiet)
         return await asyncio.wait_for(janitor, CONNECT_SECONDS)
     except TimeoutError:
-        raise Unavailable(f"NATS at {url} is not reachable") from None
+        raise Unavailable(f"NATS at {nats} is not reachable") from None
 
 
 def summary(report: Report) -> dict[str, Any]:

@@ -11,10 +11,13 @@ from nats.aio.client import Client
 
 from fiona_common.bus import NATS_DOWN
 from fiona_common.errors import Unavailable
+from fiona_common.nats_auth import NatsTarget, as_target, refused
 
 
-async def connect_once(url: str, name: str, limit: float) -> Client:
-    """Connected within ``limit`` seconds, or :class:`Unavailable`."""
+async def connect_once(target: NatsTarget | str, name: str, limit: float) -> Client:
+    """Connected within ``limit`` seconds, or :class:`Unavailable` (:class:`ConfigError`: NATS
+    refused the credentials or TLS)."""
+    target = as_target(target)
 
     async def quiet(*_args: object) -> None:
         pass
@@ -22,7 +25,6 @@ async def connect_once(url: str, name: str, limit: float) -> Client:
     try:
         client: Client = await asyncio.wait_for(
             nats.connect(
-                servers=[url],
                 name=name,
                 connect_timeout=limit,
                 allow_reconnect=False,
@@ -30,9 +32,12 @@ async def connect_once(url: str, name: str, limit: float) -> Client:
                 reconnect_time_wait=0.1,
                 error_cb=quiet,
                 disconnected_cb=quiet,
+                **target.connect_options(),
             ),
             limit * 2,
         )
     except NATS_DOWN as err:
-        raise Unavailable(f"NATS at {url} not reachable: {type(err).__name__}") from None
+        raise refused(target, err) or Unavailable(
+            f"NATS at {target} not reachable: {type(err).__name__}"
+        ) from None
     return client

@@ -24,6 +24,7 @@ from pathlib import Path
 from fiona_common.bus import NATS_DOWN
 from fiona_common.dicom_client import Tls
 from fiona_common.errors import ConfigError, Unavailable
+from fiona_common.nats_auth import NatsTarget
 from fiona_common.projects import Catalog
 from fiona_common.secret_files import read_secret
 from fiona_common.settings import RedcapSettings, Settings
@@ -40,7 +41,9 @@ class Peer:
     check: Check
 
 
-def configured_peers(settings: Settings, catalog: Catalog | None, nats_url: str) -> list[Peer]:
+def configured_peers(
+    settings: Settings, catalog: Catalog | None, nats: NatsTarget | str
+) -> list[Peer]:
     """Every peer the settings and the projects file name."""
     timeout = settings.heartbeat.timeout_seconds
     nodes = [
@@ -58,7 +61,7 @@ def configured_peers(settings: Settings, catalog: Catalog | None, nats_url: str)
     if redcap.url is not None:
         token = _token_file(settings)
         peers.append(Peer("redcap", "redcap", lambda: check_redcap(redcap, token, timeout)))
-    peers.append(Peer("nats", "nats", lambda: check_nats(nats_url, timeout)))
+    peers.append(Peer("nats", "nats", lambda: check_nats(nats, timeout)))
     return peers
 
 
@@ -133,14 +136,14 @@ def _post_version(redcap: RedcapSettings, token_file: Path, timeout: float) -> f
     return time.monotonic() - started
 
 
-async def check_nats(url: str, limit: float) -> float:
+async def check_nats(nats: NatsTarget | str, limit: float) -> float:
     started = time.monotonic()
-    nc = await connect_once(url, "fiona-heartbeat", limit)
+    nc = await connect_once(nats, "fiona-heartbeat", limit)
     try:
         await nc.flush(max(1, round(limit)))
         await nc.jetstream().account_info()
         return time.monotonic() - started
     except NATS_DOWN as err:
-        raise Unavailable(f"NATS at {url}: {type(err).__name__}") from None
+        raise Unavailable(f"NATS at {nats}: {type(err).__name__}") from None
     finally:
         await nc.close()

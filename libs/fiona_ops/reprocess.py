@@ -27,6 +27,7 @@ from fiona_common.bus import NATS_DOWN, Bus, connect
 from fiona_common.errors import BadInput, FionaError, Unavailable
 from fiona_common.layout import Layout, checked_uid
 from fiona_common.messages import InstanceStored, StoredVia
+from fiona_common.nats_auth import NatsTarget, nats_target
 from fiona_common.settings import Settings
 from services.receiver.archive import read_identity
 from services.receiver.ingest import Origin, stored_event
@@ -71,7 +72,9 @@ class Reprocessed:
     unreadable: int = 0  # archive files that are not readable DICOM (left alone)
 
 
-def reprocess(settings: Settings, selection: Selection, url: str, dry_run: bool) -> Reprocessed:
+def reprocess(
+    settings: Settings, selection: Selection, nats: NatsTarget | str, dry_run: bool
+) -> Reprocessed:
     """Publish the events of the selected studies again (``dry_run``: only count them)."""
     selection.check()
     layouts = {
@@ -81,17 +84,17 @@ def reprocess(settings: Settings, selection: Selection, url: str, dry_run: bool)
     }
     if not layouts:
         raise FionaError(f"no site {selection.site} is configured")
-    return asyncio.run(_reprocess(layouts, selection, url, dry_run))
+    return asyncio.run(_reprocess(layouts, selection, nats, dry_run))
 
 
 async def _reprocess(
-    layouts: dict[str, Layout], selection: Selection, url: str, dry_run: bool
+    layouts: dict[str, Layout], selection: Selection, nats: NatsTarget | str, dry_run: bool
 ) -> Reprocessed:
     async def quiet() -> None:  # closing at the end is no news for the admin
         pass
 
     needs_nats = selection.patient_hash is not None or not dry_run
-    bus = await connect(url, "fiona-reprocess", disconnected_cb=quiet) if needs_nats else None
+    bus = await connect(nats, "fiona-reprocess", disconnected_cb=quiet) if needs_nats else None
     try:
         patients = None
         if bus is not None and selection.patient_hash is not None:
@@ -104,7 +107,7 @@ async def _reprocess(
                 await publish(bus, events, report)
         return report
     except NATS_DOWN as err:
-        raise Unavailable(f"NATS at {url}: {type(err).__name__}") from None
+        raise Unavailable(f"NATS at {nats}: {type(err).__name__}") from None
     finally:
         if bus is not None:
             await bus.close()
@@ -203,7 +206,7 @@ async def publish(bus: Bus, events: Iterable[InstanceStored], report: Reprocesse
 def run_reprocess(settings: Settings, selection: Selection, dry_run: bool) -> int:
     """``fiona reprocess``: do it and say what happened; exit code 0."""
     url = settings.nats_url or f"nats://127.0.0.1:{settings.local_nats_port}"
-    report = reprocess(settings, selection, url, dry_run)
+    report = reprocess(settings, selection, nats_target(settings, url), dry_run)
     if not report.studies:
         raise FionaError("no archived study matches")
     for site, study_uid in report.studies:

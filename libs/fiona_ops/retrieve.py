@@ -23,6 +23,7 @@ from fiona_common.bus import NATS_DOWN, Bus
 from fiona_common.dicom_status import StoreStatus
 from fiona_common.errors import BadInput, FionaError, Unavailable
 from fiona_common.layout import DIR_MODE, Layout, is_valid_uid, safe_component, write_atomic
+from fiona_common.nats_auth import NatsTarget
 from fiona_common.settings import Listener
 from fiona_ops import pacs
 from fiona_ops.dicom_peer import DicomPeer
@@ -38,7 +39,7 @@ class Target:
 
     listener: Listener
     node: str
-    nats_url: str
+    nats: NatsTarget
 
 
 def study_uids(peer: DicomPeer, study: str | None, accession: str | None) -> list[str]:
@@ -92,7 +93,7 @@ def _count(value: object) -> int | None:
     return number if number > 0 else None
 
 
-def record(nats_url: str, doc: ExpectedStudy) -> None:
+def record(nats: NatsTarget | str, doc: ExpectedStudy) -> None:
     """Put the counts into the ``fiona_expected`` bucket.
 
     Raises:
@@ -100,12 +101,12 @@ def record(nats_url: str, doc: ExpectedStudy) -> None:
     """
 
     async def put() -> None:
-        nc = await connect_once(nats_url, "fiona-pacs", NATS_SECONDS)
+        nc = await connect_once(nats, "fiona-pacs", NATS_SECONDS)
         bus = Bus(nc=nc, js=nc.jetstream())
         try:
             await announce(await expected_bucket(bus), doc)
         except NATS_DOWN as err:
-            raise Unavailable(f"NATS at {nats_url}: {type(err).__name__}") from None
+            raise Unavailable(f"NATS at {nats}: {type(err).__name__}") from None
         finally:
             await bus.close()
 
@@ -155,22 +156,22 @@ def retrieve_studies(
     outcomes = []
     for uid in uids:
         doc = announced_counts(peer, uid, target)
-        recorded = _try_record(target.nats_url, doc, warn)
+        recorded = _try_record(target.nats, doc, warn)
         try:
             outcome = fetch(peer, uid)
         except FionaError:
             if recorded:
-                _try_record(target.nats_url, withdrawn(doc), warn)
+                _try_record(target.nats, withdrawn(doc), warn)
             raise
         if recorded and not outcome.ok:
-            _try_record(target.nats_url, withdrawn(doc), warn)
+            _try_record(target.nats, withdrawn(doc), warn)
         outcomes.append((uid, doc, outcome))
     return outcomes
 
 
-def _try_record(nats_url: str, doc: ExpectedStudy, warn: Callable[[str], None]) -> bool:
+def _try_record(nats: NatsTarget, doc: ExpectedStudy, warn: Callable[[str], None]) -> bool:
     try:
-        record(nats_url, doc)
+        record(nats, doc)
     except Unavailable as err:
         warn(f"counts not recorded ({err}); the study completes by its quiet period")
         return False

@@ -7,7 +7,7 @@ from fiona_common.bus import connect
 from fiona_common.errors import BadInput, FionaError
 from fiona_common.kvstate import cas_update
 from fiona_common.layout import checked_uid
-from fiona_common.service import DEFAULT_NATS_URL
+from fiona_common.nats_auth import NatsTarget, nats_target
 from fiona_common.settings import Settings
 from services.arrival.handlers import BUCKET, OPEN_BUCKET, mark_due
 from services.arrival.progress import Status, StudyProgress, study_key
@@ -16,11 +16,11 @@ from services.arrival.progress import Status, StudyProgress, study_key
 def force_complete(settings: Settings, study_uid: str, site: str) -> str:
     """Mark the study for completion (reason ``forced``); the arrival service completes it."""
     checked_uid(study_uid, "study_uid")
-    return asyncio.run(_force(settings.nats_url or DEFAULT_NATS_URL, study_uid, site))
+    return asyncio.run(_force(nats_target(settings), study_uid, site))
 
 
-async def _force(url: str, study_uid: str, site: str) -> str:
-    bus = await connect(url, "fiona-complete")
+async def _force(nats: NatsTarget, study_uid: str, site: str) -> str:
+    bus = await connect(nats, "fiona-complete")
     try:
         kv = await bus.kv(BUCKET)
         state: list[StudyProgress] = []

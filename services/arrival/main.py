@@ -57,7 +57,7 @@ async def report_lag(bus: Bus, ctx: ServiceContext) -> None:
 
 async def arrival(ctx: ServiceContext) -> None:
     layouts = {ls.name: Layout(ls.datadir) for ls in ctx.settings.listeners()}
-    bus = await connect_when_available(ctx.nats_url, "fiona-arrival", ctx.stop)
+    bus = await connect_when_available(ctx.nats, "fiona-arrival", ctx.stop)
     if bus is None:
         return
     await bus.ensure_streams()

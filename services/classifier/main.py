@@ -48,7 +48,7 @@ async def classifier(ctx: ServiceContext) -> None:
     rules = RuleBook(ctx.settings.classifier.rules_file)
     observer = rules.watch()
     layouts = {ls.name: Layout(ls.datadir) for ls in ctx.settings.listeners()}
-    bus = await connect_when_available(ctx.nats_url, "fiona-classifier", ctx.stop)
+    bus = await connect_when_available(ctx.nats, "fiona-classifier", ctx.stop)
     if bus is None:
         return  # stopped before NATS came
     deps = ClassifierDeps(layouts, rules, await bus.kv(BUCKET, history=1), bus)

@@ -46,7 +46,7 @@ async def exporter(ctx: ServiceContext) -> None:
     catalog = watch_catalog(path)
     observer = catalog.watch()
     listeners = settings.listeners()
-    bus = await connect_when_available(ctx.nats_url, "fiona-exporter", ctx.stop)
+    bus = await connect_when_available(ctx.nats, "fiona-exporter", ctx.stop)
     if bus is None:
         observer.stop()
         return

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import socket
 import socketserver
+import ssl
 import struct
 import threading
 from collections.abc import Callable
@@ -17,6 +18,8 @@ from pathlib import Path
 from pynetdicom import ALL_TRANSFER_SYNTAXES
 
 from fiona_common.dicom_status import EchoStatus
+from services.receiver import tls
+from services.receiver.connection import Connection
 from services.receiver.spool import Spool, encode_file_meta
 from services.receiver.upper_layer import (
     NO_DATASET,
@@ -41,7 +44,11 @@ log = logging.getLogger(__name__)
 TRANSFER_SYNTAXES = {str(ts) for ts in ALL_TRANSFER_SYNTAXES}
 MAX_ASSOCIATE_RQ_BYTES = 1 << 20
 MAX_COMMAND_BYTES = 1 << 16
-_CHUNK = 1 << 18
+# A-RELEASE-RQ/RP and A-ABORT have a fixed 4-byte body (PS3.8 9.3.6-9.3.8).
+FIXED_BODY_BYTES = 4
+# Slack over our announced maximum PDU length, for senders that leave the PDU's or the PDV's
+# 6-byte header out of their count; anything longer is a protocol violation.
+PDU_LENGTH_SLACK = 12
 
 
 class ProtocolError(Exception):
@@ -68,17 +75,23 @@ def _never_refuse(request: StoreRequest, peer: Peer) -> int | None:
     return None
 
 
+def _ignore(address: str) -> None:
+    return None
+
+
 @dataclass
 class AssociationCallbacks:
     """What the server asks of its owner. ``admit`` returns None to accept, else (result,
     source, reason) of the A-ASSOCIATE-RJ; ``store`` returns the C-STORE status;
-    ``refuse_store`` (before the dataset is written) None, or the status to answer at once."""
+    ``refuse_store`` (before the dataset is written) None, or the status to answer at once;
+    ``tls_failed`` hears of a connection (by address) that failed its TLS handshake."""
 
     admit: Callable[[Peer], tuple[int, int, int] | None]
     store: Callable[[Spool, StoreRequest, Peer], int]
     opened: Callable[[Peer], None]
     closed: Callable[[Peer], None]
     refuse_store: Callable[[StoreRequest, Peer], int | None] = _never_refuse
+    tls_failed: Callable[[str], None] = _ignore
 
 
 @dataclass(frozen=True)
@@ -87,51 +100,7 @@ class ServerOptions:
     max_pdu_bytes: int
     max_associations: int
     idle_timeout_seconds: float = 60.0
-
-
-class _Connection:
-    """Blocking reads of exact sizes from the association's socket.
-
-    Few system calls per object matter here: every call releases and re-takes Python's GIL,
-    and with several associations that hand-over (futex calls) was most of the receiver's
-    kernel time. So reads wait for the whole size (MSG_WAITALL), and the idle timeout is the
-    kernel's (SO_RCVTIMEO) rather than Python's, which polls before every read.
-    """
-
-    def __init__(self, sock: socket.socket, idle_timeout_seconds: float) -> None:
-        self.sock = sock
-        sock.settimeout(None)
-        seconds = int(idle_timeout_seconds)
-        micros = int((idle_timeout_seconds - seconds) * 1_000_000)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", seconds, micros))
-        self._buf = bytearray(_CHUNK)
-        self._view = memoryview(self._buf)
-
-    def _recv(self, size: int) -> int:
-        try:
-            got = self.sock.recv_into(self._view, size, socket.MSG_WAITALL)
-        except BlockingIOError as err:  # SO_RCVTIMEO expired
-            raise TimeoutError("peer idle too long") from err
-        if got == 0:
-            raise ConnectionError("peer closed the connection")
-        return got
-
-    def read(self, n: int) -> bytes:
-        data = bytearray()
-        while len(data) < n:
-            got = self._recv(min(n - len(data), _CHUNK))
-            data += self._view[:got]
-        return bytes(data)
-
-    def stream(self, n: int, sink: Callable[[memoryview], None]) -> None:
-        while n > 0:
-            got = self._recv(min(n, _CHUNK))
-            sink(self._view[:got])
-            n -= got
-
-    def pdu_header(self) -> tuple[int, int]:
-        pdu_type, _, length = struct.unpack(">BBL", self.read(6))
-        return pdu_type, length
+    tls_handshake_timeout_seconds: float = 10.0
 
 
 class Association:
@@ -144,7 +113,7 @@ class Association:
         callbacks: AssociationCallbacks,
         options: ServerOptions,
     ) -> None:
-        self.conn = _Connection(sock, options.idle_timeout_seconds)
+        self.conn = Connection(sock, options.idle_timeout_seconds)
         self.address = address
         self.callbacks = callbacks
         self.options = options
@@ -218,16 +187,23 @@ class Association:
         while True:
             pdu_type, length = self.conn.pdu_header()
             if pdu_type == PduType.P_DATA_TF:
+                self._check_pdu_length(length)
                 self._p_data(length)
-            elif pdu_type == PduType.RELEASE_RQ:
+            elif pdu_type in (PduType.RELEASE_RQ, PduType.ABORT):
+                # Checked before reading: a hostile length must not make us wait or buffer.
+                if length != FIXED_BODY_BYTES:
+                    raise ProtocolError(f"PDU type {pdu_type:#04x} with a length of {length}")
                 self.conn.read(length)
-                self._send(encode_release_rp())
-                return
-            elif pdu_type == PduType.ABORT:
-                self.conn.read(length)
+                if pdu_type == PduType.RELEASE_RQ:
+                    self._send(encode_release_rp())
                 return
             else:
                 raise ProtocolError(f"unexpected PDU type {pdu_type:#04x}")
+
+    def _check_pdu_length(self, length: int) -> None:
+        limit = self.options.max_pdu_bytes  # what the A-ASSOCIATE-AC announced; 0: unlimited
+        if limit and length > limit + PDU_LENGTH_SLACK:
+            raise ProtocolError(f"P-DATA-TF of {length} bytes, above the maximum of {limit}")
 
     def _p_data(self, length: int) -> None:
         while length > 0:
@@ -237,6 +213,9 @@ class Association:
             length -= 4 + item_length
             payload = item_length - 2
             if control & 0x01:
+                # Checked before reading: the declared size alone must not make us buffer.
+                if len(self._command) + payload > MAX_COMMAND_BYTES:
+                    raise ProtocolError("command set too large")
                 self._command_fragment(context_id, self.conn.read(payload), bool(control & 0x02))
             else:
                 self._dataset_fragment(context_id, payload, bool(control & 0x02))
@@ -245,8 +224,6 @@ class Association:
         if self._pending is not None:
             raise ProtocolError("command received while a dataset was expected")
         self._command += data
-        if len(self._command) > MAX_COMMAND_BYTES:
-            raise ProtocolError("command set too large")
         if not last:
             return
         command = decode_command(bytes(self._command))
@@ -334,10 +311,16 @@ class ReceiverServer(socketserver.ThreadingTCPServer):
         callbacks: AssociationCallbacks,
         options: ServerOptions,
         reuse_port: bool = False,
+        tls_context: ssl.SSLContext | None = None,
+        slots: threading.BoundedSemaphore | None = None,
     ) -> None:
         self.callbacks = callbacks
         self.options = options
-        self.slots = threading.BoundedSemaphore(options.max_associations)
+        self.tls_context = tls_context  # None: plain TCP
+        # A listener's plain and TLS ports share its association limit (``slots``).
+        self.slots = (
+            slots if slots is not None else threading.BoundedSemaphore(options.max_associations)
+        )
         # Several receiver processes may share the port (one core each); the kernel spreads
         # connections between them.
         self.allow_reuse_port = reuse_port
@@ -357,11 +340,23 @@ class _Handler(socketserver.BaseRequestHandler):
 
     def handle(self) -> None:
         sock: socket.socket = self.request
+        address = self.client_address[0]
         # Small C-STORE responses must not wait for Nagle's algorithm (~40 ms each otherwise).
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        Association(sock, self.client_address[0], self.server.callbacks, self.server.options).run(
-            self.server.slots
-        )
+        server = self.server
+        if server.tls_context is None:
+            Association(sock, address, server.callbacks, server.options).run(server.slots)
+            return
+        # This is the association's own thread: a slow handshake holds up no one else.
+        timeout = server.options.tls_handshake_timeout_seconds
+        tls_sock = tls.handshake(sock, server.tls_context, timeout, address)
+        if tls_sock is None:
+            server.callbacks.tls_failed(address)
+            return
+        try:
+            Association(tls_sock, address, server.callbacks, server.options).run(server.slots)
+        finally:
+            tls.close(tls_sock)
 
 
 def start_server(server: ReceiverServer) -> threading.Thread:

@@ -14,8 +14,8 @@ from typing import TypeVar
 from fiona_common.bus import Bus, connect
 from fiona_common.errors import ConfigError
 from fiona_common.layout import Layout
+from fiona_common.nats_auth import nats_target
 from fiona_common.projects import load_catalog, projects_path
-from fiona_common.service import DEFAULT_NATS_URL
 from fiona_common.settings import Settings
 from fiona_common.watched import read_text
 from services.redcap_sync import autoid, coupling, redcap_rows
@@ -33,7 +33,7 @@ T = TypeVar("T")
 async def _with_deps(settings: Settings, work: Callable[[SyncDeps], Awaitable[T]]) -> T:
     path = projects_path(settings)
     load_catalog(path)  # a broken file stops here, before anything is changed
-    bus: Bus = await connect(settings.nats_url or DEFAULT_NATS_URL, "fiona-cli")
+    bus: Bus = await connect(nats_target(settings), "fiona-cli")
     try:
         deps = SyncDeps(
             layouts={ls.name: Layout(ls.datadir) for ls in settings.listeners()},
@@ -99,7 +99,7 @@ def import_coupling(settings: Settings, file: Path) -> tuple[int, list[str]]:
     good, bad = coupling.parse_csv(read_text(file), catalog, identity, datetime.now(UTC))
 
     async def store() -> None:
-        bus = await connect(settings.nats_url or DEFAULT_NATS_URL, "fiona-cli")
+        bus = await connect(nats_target(settings), "fiona-cli")
         try:
             max_age = settings.redcap_sync.coupling_max_age_days * 86400
             kv = await bus.kv(coupling.BUCKET, ttl_seconds=max_age)

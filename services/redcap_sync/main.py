@@ -97,7 +97,7 @@ async def redcap_sync(ctx: ServiceContext) -> None:
     observer = catalog.watch()
     identity = open_identity(ctx.settings)
     layouts = {ls.name: Layout(ls.datadir) for ls in ctx.settings.listeners()}
-    bus = await connect_when_available(ctx.nats_url, "fiona-redcap-sync", ctx.stop)
+    bus = await connect_when_available(ctx.nats, "fiona-redcap-sync", ctx.stop)
     if bus is None:
         observer.stop()
         return

@@ -1,9 +1,12 @@
+import grp
+import os
+import stat
 from pathlib import Path
 
 import pytest
 
-from fiona_common.errors import BadInput
-from fiona_common.layout import Layout, is_valid_uid
+from fiona_common.errors import BadInput, ConfigError
+from fiona_common.layout import Layout, group_id, is_valid_uid, write_atomic
 
 
 @pytest.mark.parametrize(
@@ -66,3 +69,34 @@ def test_directories_are_created_without_world_access(tmp_path: Path) -> None:
     for path in (layout.archive_dir, layout.inbox_dir, layout.quarantine_dir):
         assert path.is_dir()
         assert path.stat().st_mode & 0o007 == 0
+
+
+def other_group() -> int:
+    """A group of this machine that is not the test process's own (root here: any will do)."""
+    return next(g.gr_gid for g in grp.getgrall() if g.gr_gid not in (0, os.getgid()))
+
+
+def test_a_shared_group_reads_the_data_and_drops_into_the_inbox_but_not_secrets(
+    tmp_path: Path,
+) -> None:
+    gid = other_group()
+    layout = Layout(tmp_path / "data")
+    layout.ensure(gid)
+    layout.ensure(gid)  # idempotent
+    for path in (layout.site_dir, layout.archive_dir, layout.outbox_dir, layout.quarantine_dir):
+        assert (path.stat().st_gid, stat.S_IMODE(path.stat().st_mode)) == (gid, 0o2750), path
+    assert stat.S_IMODE(layout.inbox_dir.stat().st_mode) == 0o2770
+    for private in (layout.config_dir, layout.state_dir):
+        assert private.stat().st_gid != gid and not private.stat().st_mode & stat.S_ISGID
+    # What FIONA writes later below a shared folder belongs to the group (set-group-ID).
+    study = layout.study_archive_dir("1.2.3")
+    study.mkdir(mode=0o750)
+    write_atomic(study / "MR.1.2.3.4", b"DICM")
+    for made in (study, study / "MR.1.2.3.4"):
+        assert made.stat().st_gid == gid and not made.stat().st_mode & 0o007
+
+
+def test_an_unknown_shared_group_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigError, match="no group 'no-such-group-here'"):
+        group_id("no-such-group-here")
+    assert group_id(None) is None and group_id("4") == 4

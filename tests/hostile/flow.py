@@ -7,7 +7,9 @@ process's log and the planted values are kept for the permission and log tests t
 
 from __future__ import annotations
 
+import grp
 import json
+import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +34,7 @@ class FlowRun:
     datadir: Path
     token: str
     secret_files: list[Path] = field(default_factory=list)
+    shared_gid: int | None = None  # SHARED_GROUP of the run
 
     def logs(self) -> dict[Path, list[str]]:
         """Every log file of every process of the run, as lines."""
@@ -80,13 +83,14 @@ def run_flow(root: Path) -> FlowRun:
         "FIONA_REDCAP_SYNC__KEY_FILE": str(secrets_dir / "identity.key"),
         "FIONA_REDCAP_SYNC__API_TOKEN_FILE": str(token_file),
     }
+    gid = next(g.gr_gid for g in grp.getgrall() if g.gr_gid not in (0, os.getgid()))
     study = new_uid()
     write_series(root / "in" / "t1", 3, study_uid=study, **PATIENT)
     write_series(root / "in" / "dwi", 2, study_uid=study, **PATIENT)
     broken = mr_dataset(StudyInstanceUID=None, **PATIENT)
     with (
         NatsServer(root / "nats") as nats_server,
-        Receiver(root / "rx", data, nats_server.url) as receiver,
+        Receiver(root / "rx", data, nats_server.url, {"FIONA_SHARED_GROUP": str(gid)}) as receiver,
     ):
         url = nats_server.url
         with (
@@ -111,4 +115,4 @@ def run_flow(root: Path) -> FlowRun:
                 what="the broken object quarantined",
             )
     keys = sorted(p for p in secrets_dir.iterdir() if p.is_file())
-    return FlowRun(root, data, token, [*keys, token_file])
+    return FlowRun(root, data, token, [*keys, token_file], gid)

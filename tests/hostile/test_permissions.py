@@ -56,3 +56,13 @@ def test_secrets_are_readable_by_their_owner_only(flow_run: FlowRun) -> None:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     folder = flow_run.datadir / "state" / "secrets"
     assert not stat.S_IMODE(folder.stat().st_mode) & 0o077, oct(folder.stat().st_mode)
+
+
+def test_the_shared_group_owns_the_data_but_not_the_secrets(flow_run: FlowRun) -> None:
+    data, gid = flow_run.datadir, flow_run.shared_gid
+    made = [p for folder in ("site/archive", "site/raw", "outbox") for p in _modes(data / folder)]
+    assert len(made) > 10
+    foreign = [str(p) for p in made if p.lstat().st_gid != gid]
+    assert not foreign, "\n".join(foreign)
+    assert all(p.stat().st_gid != gid for p in flow_run.secret_files)
+    assert (data / "state").stat().st_gid != gid

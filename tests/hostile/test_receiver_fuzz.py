@@ -20,18 +20,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
-from pynetdicom import AE
 from pynetdicom.dsutils import encode
 
 from tests.builders import mr_dataset
 from tests.fiona_process import Receiver
 from tests.hostile.conftest import FUZZ_CASES, fuzz_settings
 from tests.hostile.wire import (
-    ANSWER_TIMEOUT,
-    EXPLICIT_LE,
-    MR,
     VERIFICATION,
     RawPeer,
+    assert_still_serving,
     associate_rq,
     command,
     pdata,
@@ -79,22 +76,6 @@ def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
 
 def reasons(rx: Receiver) -> list[Path]:
     return sorted((rx.datadir / "quarantine").rglob("reason.json"))
-
-
-def assert_still_serving(rx: Receiver) -> None:
-    """The process lives, and a new association gets a C-ECHO and a C-STORE through."""
-    assert rx.running, "the receiver process died"
-    ae = AE(ae_title="HEALTHCHECK")
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ANSWER_TIMEOUT
-    ae.add_requested_context(MR, EXPLICIT_LE)
-    ae.add_requested_context(VERIFICATION)
-    assoc = ae.associate("127.0.0.1", rx.port, ae_title="FIONA")
-    assert assoc.is_established, "a normal association is no longer accepted"
-    try:
-        assert assoc.send_c_echo().Status == 0x0000
-        assert assoc.send_c_store(mr_dataset(rows=4, cols=4)).Status == 0x0000
-    finally:
-        assoc.release()
 
 
 def archive_paths_are_uids_only(rx: Receiver) -> None:

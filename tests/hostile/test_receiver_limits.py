@@ -12,16 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pynetdicom import AE
 
-from tests.builders import mr_dataset
 from tests.fiona_process import Receiver
 from tests.hostile.wire import (
-    ANSWER_TIMEOUT,
-    EXPLICIT_LE,
     MR,
     VERIFICATION,
     RawPeer,
+    assert_still_serving,
     command,
     pdata,
 )
@@ -80,22 +77,6 @@ def assert_aborted_promptly(peer: RawPeer, sent_at: float) -> None:
     assert time.monotonic() - sent_at < PROMPTLY, "aborted only by the idle timeout"
 
 
-def assert_still_serving(rx: Receiver) -> None:
-    assert rx.running, "the receiver process died"
-    ae = AE(ae_title="HEALTHCHECK")
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ANSWER_TIMEOUT
-    ae.add_requested_context(MR, EXPLICIT_LE)
-    ae.add_requested_context(VERIFICATION)
-    assoc = ae.associate("127.0.0.1", rx.port, ae_title="FIONA")
-    assert assoc.is_established
-    try:
-        assert assoc.send_c_echo().Status == 0x0000
-        # 64x64x2 bytes of pixels: several PDUs of exactly the announced maximum length.
-        assert assoc.send_c_store(mr_dataset()).Status == 0x0000
-    finally:
-        assoc.release()
-
-
 def hostile(rx: Receiver, data: bytes, opening: bytes = b"") -> None:
     """Send ``data`` in a new association (after ``opening``); it must be aborted promptly,
     memory must stay flat, and a normal association must work afterwards."""
@@ -110,7 +91,8 @@ def hostile(rx: Receiver, data: bytes, opening: bytes = b"") -> None:
     finally:
         peer.close()
     assert peak_memory_bytes(rx) - peak_before < 32 << 20
-    assert_still_serving(rx)
+    # 64x64x2 bytes of pixels: several PDUs of exactly the announced maximum length.
+    assert_still_serving(rx, pixels=64)
 
 
 def pdu(pdu_type: int, length: int, body: bytes = b"") -> bytes:

@@ -8,12 +8,15 @@ from dataclasses import dataclass
 
 from pydicom import Dataset
 from pydicom.uid import UID
+from pynetdicom import AE
 from pynetdicom.dsutils import encode
 from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
 from pynetdicom.presentation import PresentationContext
 
 from services.receiver.upper_layer import decode_command
+from tests.builders import mr_dataset
+from tests.fiona_process import Receiver
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
 VERIFICATION = "1.2.840.10008.1.1"
@@ -149,3 +152,20 @@ class RawPeer:
         self.send(struct.pack(">BBL4x", 0x05, 0, 4))
         pdu = self.read_pdu()
         assert pdu is not None and pdu[0] == 0x06, f"no A-RELEASE-RP: {pdu}"
+
+
+def assert_still_serving(rx: Receiver, pixels: int = 4) -> None:
+    """The process lives, and a new association gets a C-ECHO and a C-STORE (of an image of
+    ``pixels`` x ``pixels``) through."""
+    assert rx.running, "the receiver process died"
+    ae = AE(ae_title="HEALTHCHECK")
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ANSWER_TIMEOUT
+    ae.add_requested_context(MR, EXPLICIT_LE)
+    ae.add_requested_context(VERIFICATION)
+    assoc = ae.associate("127.0.0.1", rx.port, ae_title="FIONA")
+    assert assoc.is_established, "a normal association is no longer accepted"
+    try:
+        assert assoc.send_c_echo().Status == 0x0000
+        assert assoc.send_c_store(mr_dataset(rows=pixels, cols=pixels)).Status == 0x0000
+    finally:
+        assoc.release()

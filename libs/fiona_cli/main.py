@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fiona_common.errors import ConfigError, FionaError
+from fiona_common.process import die_with_supervisor
 from fiona_common.settings import Settings
 from fiona_ops.cli import add_pacs_actions, run_pacs
 
@@ -282,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     # Nothing FIONA creates is for other users: folders made as parents by mkdir(parents=True),
     # and files of libraries and child processes (nats-server's store), included.
     os.umask(0o027)
+    die_with_supervisor()
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["deid"]:
         return _guarded(lambda: cmd_deid(argv[1:]))

@@ -38,7 +38,7 @@ def nats_child(settings: Settings, layout: Layout) -> Child:
         "-sd",
         os.fspath(store),
     ]
-    return Child("nats", argv, dict(os.environ))
+    return Child("nats", argv, dict(os.environ), foreign=True)
 
 
 def wait_for_port(port: int, timeout: float = 15.0) -> None:

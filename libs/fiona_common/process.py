@@ -1,8 +1,11 @@
 """Supervised child processes: used by ``fiona up`` and by the receiver's worker processes."""
 
+import ctypes
 import logging
+import os
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -10,6 +13,25 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 30.0
 STOP_GRACE_SECONDS = 20.0
+SUPERVISOR_ENV = "FIONA_SUPERVISOR_PID"  # set for each child: who supervises it
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_supervisor() -> None:
+    """In a supervised child: be sent SIGTERM when the supervisor dies, even by SIGKILL.
+
+    Without it a killed ``fiona up`` left its services running, holding their ports.
+    """
+    supervisor = os.environ.pop(SUPERVISOR_ENV, "")  # not for processes this one starts
+    if supervisor.isdigit():
+        _term_when_parent_dies()
+        if os.getppid() != int(supervisor):  # it died before prctl: nobody would tell us
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _term_when_parent_dies() -> None:
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -23,10 +45,19 @@ class Child:
     restarts: int = 0
     next_start: float = 0.0
     started_at: float = field(default=0.0)
+    # Not a FIONA process (nats-server), so it cannot call die_with_supervisor itself: the
+    # kernel is asked between fork and exec (safe only from a single-threaded supervisor).
+    foreign: bool = False
 
     def start(self) -> None:
         # Own process group: Ctrl-C reaches only the supervisor, which stops children in order.
-        self.process = subprocess.Popen(self.argv, env=self.env, process_group=0)
+        env = {**self.env, SUPERVISOR_ENV: str(os.getpid())}
+        self.process = subprocess.Popen(
+            self.argv,
+            env=env,
+            process_group=0,
+            preexec_fn=_term_when_parent_dies if self.foreign else None,
+        )
         self.started_at = time.monotonic()
         log.info("started", extra={"child": self.name, "pid": self.process.pid})
 

@@ -110,7 +110,8 @@ def merge(
         summary.update({"OSLevel": level} if level else {})
         summary.update(siemens.series_fields(ds))  # the CSA level wins, as in the original
     _merge_siemens_image(summary, ds)
-    summary.setdefault("IncomingConnection", dict(connection))
+    if _unknown_sender(summary.get("IncomingConnection")):  # an image announced again from
+        summary["IncomingConnection"] = dict(connection)  # the archive may have come first
     summary.setdefault("ClassifyType", [])
     location = _float(ds.get("SliceLocation"))
     if location is not None:
@@ -152,3 +153,7 @@ def _float(value: Any) -> float | None:
 def public_view(summary: Mapping[str, Any]) -> dict[str, Any]:
     """The summary without what identifies a person (for events)."""
     return {k: v for k, v in summary.items() if k not in IDENTIFYING}
+
+
+def _unknown_sender(connection: Any) -> bool:
+    return not isinstance(connection, dict) or connection.get("AETitleCalled") in (None, "unknown")

@@ -243,7 +243,11 @@ class Association:
             if self._refusal is not None:
                 return  # the dataset is drained unwritten, then answered with the refusal
             meta = encode_file_meta(
-                request.sop_class_uid, request.sop_instance_uid, syntax, self.peer.calling_aet
+                request.sop_class_uid,
+                request.sop_instance_uid,
+                syntax,
+                self.peer.calling_aet,
+                self.peer.called_aet,
             )
             self._spool = Spool(self.options.spool_dir, meta, syntax)
 

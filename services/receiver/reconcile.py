@@ -13,6 +13,10 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pydicom.dataset import FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_file_meta_info
+
 from fiona_common.errors import BadInput
 from fiona_common.layout import Layout
 from fiona_common.messages import InstanceStored, StoredVia
@@ -22,8 +26,20 @@ from services.receiver.publisher import EventPublisher
 
 log = logging.getLogger(__name__)
 
-# Who sent a rescanned object is not recorded in the file; the event says "reconcile".
-_ORIGIN = Origin(calling_aet="", called_aet="", peer_address="", via=StoredVia.RECONCILE)
+
+def origin_of(path: Path) -> Origin:
+    """Who sent an archived object, as its file meta recorded it (empty for files that came
+    another way, e.g. the inbox); the event says "reconcile"."""
+    try:
+        meta = read_file_meta_info(path)
+    except (OSError, InvalidDicomError, ValueError, EOFError):
+        meta = FileMetaDataset()
+    return Origin(
+        calling_aet=str(meta.get("SourceApplicationEntityTitle") or "").strip(),
+        called_aet=str(meta.get("ReceivingApplicationEntityTitle") or "").strip(),
+        peer_address="",
+        via=StoredVia.RECONCILE,
+    )
 
 
 def archived_since(layout: Layout, since: float) -> Iterator[Path]:
@@ -62,7 +78,8 @@ def rescan(
         stat = path.stat()
         received_at = datetime.fromtimestamp(stat.st_mtime, UTC)
         relative = layout.relative(path)
-        submit(stored_event(identity, site, relative, stat.st_size, _ORIGIN, received_at))
+        origin = origin_of(path)
+        submit(stored_event(identity, site, relative, stat.st_size, origin, received_at))
         count += 1
     return count
 

@@ -32,9 +32,18 @@ def _padded(text: str, pad: bytes) -> bytes:
 
 
 def encode_file_meta(
-    sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str, source_aet: str = ""
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    transfer_syntax_uid: str,
+    source_aet: str = "",
+    receiving_aet: str = "",
 ) -> bytes:
-    """The File Meta Information group (PS3.10 7.1), group length included."""
+    """The File Meta Information group (PS3.10 7.1), group length included.
+
+    The association's AE titles go in too (Source and Receiving Application Entity Title): an
+    object whose event was lost in a crash is announced again from the archive, and routing by
+    called AE title needs them then (services/receiver/reconcile.py).
+    """
     body = b"".join(
         (
             _meta_element(0x0001, b"OB", b"\x00\x01"),
@@ -47,6 +56,8 @@ def encode_file_meta(
     )
     if source_aet:
         body += _meta_element(0x0016, b"AE", _padded(source_aet[:16], b" "))
+    if receiving_aet:
+        body += _meta_element(0x0018, b"AE", _padded(receiving_aet[:16], b" "))
     return _meta_element(0x0000, b"UL", struct.pack("<L", len(body))) + body
 
 

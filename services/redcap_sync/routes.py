@@ -39,6 +39,9 @@ class Candidate:
     route: Route
 
 
+UNKNOWN = "unknown"  # the classifier's IncomingConnection value for what it was not told
+
+
 def read_facts(layout: Layout, site: str, study_uid: str) -> StudyFacts | None:
     """From ``site/raw/<Study>/<Series>.json`` (written by the classifier); None if absent."""
     folder = layout.raw_dir / study_uid
@@ -54,7 +57,11 @@ def read_facts(layout: Layout, site: str, study_uid: str) -> StudyFacts | None:
     def first(key: str) -> str:
         return next((str(s[key]) for s in summaries if s.get(key)), "")
 
-    connection: dict[str, Any] = summaries[0].get("IncomingConnection", {})
+    # The first series that knows how it came in (one imported from the inbox, or announced
+    # again from the archive without its AE titles, does not).
+    connections = [s.get("IncomingConnection") or {} for s in summaries]
+    known = [c for c in connections if str(c.get("AETitleCalled", "")) not in ("", UNKNOWN)]
+    connection: dict[str, Any] = (known or connections)[0]
     return StudyFacts(
         site=site,
         study_uid=study_uid,

@@ -73,3 +73,12 @@ def test_non_siemens_objects_have_no_csa_fields() -> None:
     summary = merge(None, mr_dataset(SoftwareVersions="27\\LX\\MR Software release:DV26.0"), {})
     assert summary["OSLevel"] == "DV26.0"
     assert "siemensDiffusionInformation" not in summary and "NumSlices" not in summary
+
+
+def test_a_sender_learnt_later_replaces_an_unknown_one_but_never_the_reverse() -> None:
+    # An image announced again from the archive after a crash may be the series' first.
+    unknown = {"AETitleCaller": "unknown", "AETitleCalled": "unknown", "CallerIP": "unknown"}
+    known = {"AETitleCaller": "SCANNER", "AETitleCalled": "DEMO", "CallerIP": "10.0.0.7"}
+    summary = merge(merge(None, mr_dataset(), unknown), mr_dataset(), known)
+    assert summary["IncomingConnection"] == known
+    assert merge(summary, mr_dataset(), unknown)["IncomingConnection"] == known

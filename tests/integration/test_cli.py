@@ -81,6 +81,46 @@ def test_up_runs_nats_and_the_receiver_restarts_crashes_and_stops_cleanly(
         log.close()
 
 
+def test_a_killed_fiona_up_takes_its_services_and_nats_with_it(tmp_path: Path) -> None:
+    # They used to live on as orphans, holding their ports (9101-9107 by default).
+    ports = {"nats": free_port(), "dicom": free_port(), "http": free_port()}
+    env = base_env(
+        FIONA_LOCAL_NATS_PORT=str(ports["nats"]),
+        FIONA_DICOMPORT=str(ports["dicom"]),
+        FIONA_RECEIVER__HTTP_PORT=str(ports["http"]),
+    )
+    up = subprocess.Popen(
+        [sys.executable, "-m", "fiona_cli", "up", "--data", str(tmp_path / "data")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    children: list[int] = []
+    try:
+        ready = f"http://127.0.0.1:{ports['http']}/readyz"
+        wait_until(lambda: http_get(ready)[0] == 200, timeout=30, what="receiver ready")
+        wait_until(lambda: len(children_of(up.pid)) >= 7, timeout=30, what="every child")
+        children = children_of(up.pid)
+        os.kill(up.pid, signal.SIGKILL)
+        up.wait(timeout=10)
+        wait_until(lambda: not any(alive(p) for p in children), timeout=40, what="children gone")
+        assert not port_open(ports["nats"]) and not port_open(ports["dicom"])
+    finally:
+        for pid in children:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for its parent to reap it counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def test_status_is_non_zero_when_services_are_down(tmp_path: Path, nats_server: NatsServer) -> None:
     env = base_env(FIONA_NATS_URL=nats_server.url, FIONA_RECEIVER__HTTP_PORT=str(free_port()))
     result = fiona("status", env=env)

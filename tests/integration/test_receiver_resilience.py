@@ -43,7 +43,8 @@ def test_events_lost_in_a_crash_are_published_after_restart(
     receiver = Receiver(tmp_path / "rx", tmp_path / "data", nats_server.url).start()
     try:
         nats_server.stop()
-        store_scu("127.0.0.1", receiver.port, write_series(tmp_path / "a", 12))
+        files = write_series(tmp_path / "a", 12)
+        store_scu("127.0.0.1", receiver.port, files, calling_aet="SCANNER", called_aet="DEMO")
         wait_until(
             lambda: (tmp_path / "data/state/receiver-watermark.json").exists(), what="watermark"
         )
@@ -54,7 +55,10 @@ def test_events_lost_in_a_crash_are_published_after_restart(
             tmp_path / "rx", tmp_path / "data", nats_server.url, port=receiver.port
         ).start()
         wait_until(lambda: len(unique_sops(nats_server)) == 12, what="reconciled events")
-        assert all(e["via"] == "reconcile" for e in read_events(nats_server.url))
+        events = read_events(nats_server.url)
+        assert all(e["via"] == "reconcile" for e in events)
+        # Routing by called AE title still works: the archive file recorded both AE titles.
+        assert {(e["calling_aet"], e["called_aet"]) for e in events} == {("SCANNER", "DEMO")}
     finally:
         receiver.stop()
 

@@ -59,23 +59,32 @@ def slope_kib_per_min(points: list[tuple[float, int]]) -> float:
     return 0.0 if var == 0 else 60 * sum((x - mx) * (y - my) for x, y in points) / var
 
 
-def memory_verdict(csv_path: Path, seconds: float, limit: float) -> list[str]:
-    series: dict[str, list[tuple[float, int]]] = {}
+def memory_verdict(csv_path: Path, limit: float) -> list[str]:
+    """Per service: RSS range and the growth within its longest-lived process.
+
+    Kills restart services, so a slope across processes measures restarts, not leaks: growth
+    is judged within one process (the one sampled longest; at least 6 samples).
+    """
+    by_pid: dict[str, dict[str, list[tuple[float, int]]]] = {}
     with csv_path.open() as handle:
         for row in csv.DictReader(handle):
-            series.setdefault(row["service"], []).append(
-                (float(row["t_seconds"]), int(row["rss_kib"]))
-            )
+            point = (float(row["t_seconds"]), int(row["rss_kib"]))
+            by_pid.setdefault(row["service"], {}).setdefault(row["pid"], []).append(point)
     lines = []
-    for name, points in sorted(series.items()):
-        tail = [p for p in points if p[0] >= seconds / 3]
-        slope = slope_kib_per_min(tail)
-        rss = [p[1] for p in points]
-        verdict = "GROWS" if slope > limit else "flat"
-        lines.append(
-            f"  {name:12s} rss min/last/max {min(rss)}/{rss[-1]}/{max(rss)} KiB, "
-            f"slope {slope:+.0f} KiB/min over last 2/3: {verdict}"
-        )
+    for name, processes in sorted(by_pid.items()):
+        rss = [p[1] for points in processes.values() for p in points]
+        longest = max(processes.values(), key=lambda points: points[-1][0] - points[0][0])
+        span = (longest[-1][0] - longest[0][0]) / 60
+        if len(longest) < 6:
+            verdict = f"{len(processes)} processes, none sampled long enough to judge"
+        else:
+            slope = slope_kib_per_min(longest[len(longest) // 3 :])
+            growth = "GROWS" if slope > limit else "flat"
+            verdict = (
+                f"{len(processes)} processes; the longest ({span:.0f} min): "
+                f"{slope:+.0f} KiB/min over its last 2/3: {growth}"
+            )
+        lines.append(f"  {name:12s} rss min/max {min(rss)}/{max(rss)} KiB, {verdict}")
     return lines
 
 
@@ -131,7 +140,7 @@ def main() -> int:
         f"max {max(lat or [0]):.1f}s"
     )
     print("memory:")
-    print("\n".join(memory_verdict(rss_csv, seconds, args.max_growth_kib_per_min)))
+    print("\n".join(memory_verdict(rss_csv, args.max_growth_kib_per_min)))
     for problem in [*report.problems, *report.losses]:
         print("PROBLEM", problem)
     return 1 if report.problems or report.losses else 0

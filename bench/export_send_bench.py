@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """How fast the exporter's C-STORE client sends staged files, against DCMTK's storescu.
 
-Three senders push the same files to one DCMTK storescp (``--ignore``: it receives but does not
+Four senders push the same files to one DCMTK storescp (``--ignore``: it receives but does not
 write, so the receiving side costs little) on loopback, each in turn, ``--rounds`` times:
 
-- ``fiona``: services.exporter.dicom_node.send_files, which sends each file's bytes as they are
-  (pynetdicom's STORE_SEND_CHUNKED_DATASET);
-- ``decode+encode``: the same association, but each file read into a Dataset and encoded again
-  by pynetdicom (what the exporter did before);
+- ``fiona (own SCU)``: services.exporter.dicom_node.send_files, which sends each file's bytes as
+  they are through services/exporter/store_scu.py;
+- ``pynetdicom (as-is)``: pynetdicom sending each file's bytes as they are
+  (``STORE_SEND_CHUNKED_DATASET``, what the exporter did before store_scu.py);
+- ``pynetdicom (decode+encode)``: pynetdicom with each file read into a Dataset and encoded
+  again (what the exporter did before that);
 - ``storescu``: DCMTK, the floor.
 
 Prints objects/s (wall) and the sender's CPU milliseconds per object, and the ratios.
@@ -30,6 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pydicom import dcmread  # noqa: E402
+from pynetdicom import _config  # noqa: E402
 
 from services.exporter import dicom_node  # noqa: E402
 from services.exporter.dicom_node import Node, send_files  # noqa: E402
@@ -50,6 +53,23 @@ def decode_and_encode(files: list[Path], node: Node) -> int:
         for path in files:
             ok += int(assoc.send_c_store(dcmread(path)).Status == 0)
     finally:
+        assoc.release()
+    return ok
+
+
+def pynetdicom_as_is(files: list[Path], node: Node) -> int:
+    """pynetdicom sending each file's bytes as they are (the exporter before store_scu.py)."""
+    ae = dicom_node.AE(ae_title=node.calling_aet)
+    for context in dict.fromkeys(dicom_node._context_of(f) for f in files):
+        ae.add_requested_context(*context)
+    assoc = node.associate(ae)
+    ok = 0
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    try:
+        for path in files:
+            ok += int(assoc.send_c_store(path).Status == 0)
+    finally:
+        _config.STORE_SEND_CHUNKED_DATASET = False
         assoc.release()
     return ok
 
@@ -83,6 +103,14 @@ def measure(sender, files: list[Path], node: Node) -> tuple[float, float]:  # ty
     return len(files) / wall, used * 1000 / len(files)
 
 
+LABELS = {
+    "fiona": "fiona (own SCU)",
+    "pynetdicom_as_is": "pynetdicom (as-is)",
+    "decode_and_encode": "pynetdicom (decode+encode)",
+    "storescu": "storescu",
+}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=300)
@@ -99,7 +127,7 @@ def main() -> int:
         results: dict[str, list[tuple[float, float]]] = {}
         try:
             for _ in range(args.rounds):
-                for sender in (fiona, decode_and_encode, storescu):
+                for sender in (fiona, pynetdicom_as_is, decode_and_encode, storescu):
                     results.setdefault(sender.__name__, []).append(measure(sender, files, node))
         finally:
             scp.terminate()
@@ -110,10 +138,10 @@ def main() -> int:
         for name, runs in results.items()
     }
     for name, (rate, cpu) in medians.items():
-        print(f"{name:15s} {rate:7.0f} objects/s  {cpu:6.2f} ms CPU/object")
-    fiona_rate, old_rate = medians["fiona"][0], medians["decode_and_encode"][0]
-    print(f"fiona / decode+encode: {fiona_rate / old_rate:.2f}")
-    print(f"fiona / storescu: {fiona_rate / medians['storescu'][0]:.2f}")
+        print(f"{LABELS[name]:27s} {rate:7.0f} objects/s  {cpu:6.2f} ms CPU/object")
+    fiona_rate = medians["fiona"][0]
+    for name in ("pynetdicom_as_is", "decode_and_encode", "storescu"):
+        print(f"fiona (own SCU) / {LABELS[name]}: {fiona_rate / medians[name][0]:.2f}")
     return 0
 
 

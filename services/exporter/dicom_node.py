@@ -1,8 +1,9 @@
-"""Delivery to a DICOM node by C-STORE (pynetdicom), one association for many objects.
+"""Delivery to a DICOM node by C-STORE, one association for many objects.
 
 Each object is offered in its own transfer syntax (no recompression). A status tells whether a
 failure is worth retrying: "out of resources" and lost connections are transient, a refused
-SOP class or dataset is permanent for that object.
+SOP class or dataset is permanent for that object. C-STORE goes through the exporter's own
+SCU (services/exporter/store_scu.py, which says why); C-FIND through pynetdicom.
 """
 
 import logging
@@ -11,21 +12,17 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from pydicom import Dataset, dcmread
-from pynetdicom import AE, _config
+from pydicom import Dataset
+from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore
 
 from fiona_common.dicom_client import Tls, no_delay
 from services.exporter import metrics
+from services.exporter.store_scu import PeerGone, StoreAssociation, read_meta
 
 log = logging.getLogger(__name__)
 MAX_CONTEXTS = 128  # the DICOM limit of presentation contexts in one association
-# A staged file goes out as it was written, in chunks of the peer's PDU size, instead of being
-# decoded into a Dataset and encoded again (pixel data included): measured in
-# bench/export_send_bench.py. Needs a context of exactly the file's transfer syntax, which is
-# what send_files asks for.
-_config.STORE_SEND_CHUNKED_DATASET = True
 
 
 class Sent(StrEnum):
@@ -79,20 +76,19 @@ def send_files(files: list[Path], node: Node, timeout: float = 30.0) -> list[Out
 
 
 def _context_of(path: Path) -> tuple[str, str]:
-    meta = dcmread(path, stop_before_pixels=True, specific_tags=[]).file_meta
-    return (str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID))
+    meta = read_meta(path)
+    return (meta.sop_class, meta.transfer_syntax)
 
 
 def _send_batch(
     files: list[Path], contexts: list[tuple[str, str]], node: Node, timeout: float
 ) -> list[Outcome]:
-    ae = AE(ae_title=node.calling_aet)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
-    for sop_class, syntax in contexts:
-        ae.add_requested_context(sop_class, syntax)
-    assoc = node.associate(ae)
-    if not assoc.is_established:
-        log.warning("association refused or failed", extra={"destination": node.aet})
+    try:
+        assoc = StoreAssociation.open(node, contexts, timeout)
+    except PeerGone as err:
+        log.warning(
+            "association refused or failed", extra={"destination": node.aet, "reason": str(err)}
+        )
         return [Outcome(f, Sent.TRANSIENT, None) for f in files]
     outcomes = []
     started, sent_bytes = time.monotonic(), 0
@@ -101,17 +97,29 @@ def _send_batch(
             if not assoc.is_established:  # the peer went away mid-study
                 outcomes.append(Outcome(path, Sent.TRANSIENT, None))
                 continue
+            meta = read_meta(path)
+            if (meta.sop_class, meta.transfer_syntax) not in assoc.accepted:
+                # The node refused the SOP class or the file's transfer syntax (not transcoded).
+                log.warning(
+                    "presentation context not accepted",
+                    extra={"destination": node.aet, "sop_class": meta.sop_class},
+                )
+                outcomes.append(Outcome(path, Sent.PERMANENT, None))
+                continue
             before = time.monotonic()
-            answer = assoc.send_c_store(path)  # its bytes as they are (STORE_SEND_CHUNKED_DATASET)
+            try:
+                status = assoc.store(path, meta)  # its bytes as they are
+            except PeerGone as err:
+                log.warning("association lost", extra={"destination": node.aet, "reason": str(err)})
+                outcomes.append(Outcome(path, Sent.TRANSIENT, None))
+                continue
             metrics.STORE_SECONDS.observe(time.monotonic() - before)
             sent_bytes += path.stat().st_size
             _keep_rate(node.max_bytes_per_second, sent_bytes, started)
-            status = int(answer.Status) if "Status" in answer else None
             sent = classify_status(status) if status is not None else Sent.TRANSIENT
             outcomes.append(Outcome(path, sent, status))
     finally:
-        if assoc.is_established:
-            assoc.release()
+        assoc.release()
     return outcomes
 
 

@@ -36,42 +36,37 @@ from pynetdicom import _config  # noqa: E402
 
 from services.exporter import dicom_node  # noqa: E402
 from services.exporter.dicom_node import Node, send_files  # noqa: E402
+from services.exporter.store_scu import read_meta  # noqa: E402
 from tests.builders import write_series  # noqa: E402
 from tests.peers import free_port  # noqa: E402
 
 ENV = {**os.environ, "TCP_NODELAY": "1"}
 
 
-def decode_and_encode(files: list[Path], node: Node) -> int:
-    """The former way: every file decoded into a Dataset, pynetdicom encodes it again."""
+def pynetdicom_send(files: list[Path], node: Node, as_is: bool) -> int:
+    """pynetdicom on one association: each file's bytes as they are (``as_is``, the exporter
+    before store_scu.py), or decoded into a Dataset and encoded again (before that)."""
     ae = dicom_node.AE(ae_title=node.calling_aet)
-    for context in dict.fromkeys(dicom_node._context_of(f) for f in files):
+    for context in dict.fromkeys(dicom_node.context_of(read_meta(f)) for f in files):
         ae.add_requested_context(*context)
     assoc = node.associate(ae)
     ok = 0
+    _config.STORE_SEND_CHUNKED_DATASET = as_is
     try:
         for path in files:
-            ok += int(assoc.send_c_store(dcmread(path)).Status == 0)
-    finally:
-        assoc.release()
-    return ok
-
-
-def pynetdicom_as_is(files: list[Path], node: Node) -> int:
-    """pynetdicom sending each file's bytes as they are (the exporter before store_scu.py)."""
-    ae = dicom_node.AE(ae_title=node.calling_aet)
-    for context in dict.fromkeys(dicom_node._context_of(f) for f in files):
-        ae.add_requested_context(*context)
-    assoc = node.associate(ae)
-    ok = 0
-    _config.STORE_SEND_CHUNKED_DATASET = True
-    try:
-        for path in files:
-            ok += int(assoc.send_c_store(path).Status == 0)
+            ok += int(assoc.send_c_store(path if as_is else dcmread(path)).Status == 0)
     finally:
         _config.STORE_SEND_CHUNKED_DATASET = False
         assoc.release()
     return ok
+
+
+def decode_and_encode(files: list[Path], node: Node) -> int:
+    return pynetdicom_send(files, node, as_is=False)
+
+
+def pynetdicom_as_is(files: list[Path], node: Node) -> int:
+    return pynetdicom_send(files, node, as_is=True)
 
 
 def fiona(files: list[Path], node: Node) -> int:

@@ -19,7 +19,7 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # t
 
 from fiona_common.dicom_client import Tls, no_delay
 from services.exporter import metrics
-from services.exporter.store_scu import PeerGone, StoreAssociation, read_meta
+from services.exporter.store_scu import FileMeta, PeerGone, StoreAssociation, read_meta
 
 log = logging.getLogger(__name__)
 MAX_CONTEXTS = 128  # the DICOM limit of presentation contexts in one association
@@ -65,23 +65,24 @@ def classify_status(status: int) -> Sent:
 
 def send_files(files: list[Path], node: Node, timeout: float = 30.0) -> list[Outcome]:
     """C-STORE ``files`` to ``node`` on as few associations as the contexts allow."""
-    by_file = {f: _context_of(f) for f in files}
-    contexts = list(dict.fromkeys(by_file.values()))
+    metas = {f: read_meta(f) for f in files}
+    contexts = list(dict.fromkeys(context_of(m) for m in metas.values()))
     outcomes: list[Outcome] = []
     for start in range(0, len(contexts), MAX_CONTEXTS):
         group = contexts[start : start + MAX_CONTEXTS]
-        batch = [f for f in files if by_file[f] in set(group)]
+        wanted = set(group)
+        batch = {f: m for f, m in metas.items() if context_of(m) in wanted}
         outcomes.extend(_send_batch(batch, group, node, timeout))
     return outcomes
 
 
-def _context_of(path: Path) -> tuple[str, str]:
-    meta = read_meta(path)
+def context_of(meta: FileMeta) -> tuple[str, str]:
+    """The presentation context a file is sent on: its SOP class in its own transfer syntax."""
     return (meta.sop_class, meta.transfer_syntax)
 
 
 def _send_batch(
-    files: list[Path], contexts: list[tuple[str, str]], node: Node, timeout: float
+    files: dict[Path, FileMeta], contexts: list[tuple[str, str]], node: Node, timeout: float
 ) -> list[Outcome]:
     try:
         assoc = StoreAssociation.open(node, contexts, timeout)
@@ -93,12 +94,11 @@ def _send_batch(
     outcomes = []
     started, sent_bytes = time.monotonic(), 0
     try:
-        for path in files:
+        for path, meta in files.items():
             if not assoc.is_established:  # the peer went away mid-study
                 outcomes.append(Outcome(path, Sent.TRANSIENT, None))
                 continue
-            meta = read_meta(path)
-            if (meta.sop_class, meta.transfer_syntax) not in assoc.accepted:
+            if context_of(meta) not in assoc.accepted:
                 # The node refused the SOP class or the file's transfer syntax (not transcoded).
                 log.warning(
                     "presentation context not accepted",

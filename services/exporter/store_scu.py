@@ -28,16 +28,11 @@ from pydicom.uid import UID
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,
-    ImplementationClassUIDNotification,
-    ImplementationVersionNameNotification,
-    MaximumLengthNotification,
 )
 from pynetdicom.presentation import PresentationContext
 
 from services.receiver.upper_layer import (
     APPLICATION_CONTEXT,
-    IMPLEMENTATION_CLASS_UID,
-    IMPLEMENTATION_VERSION_NAME,
     CommandField,
     PduType,
     _element,
@@ -45,6 +40,8 @@ from services.receiver.upper_layer import (
     decode_command,
     encode_abort,
     encode_command_pdu,
+    encode_release_rq,
+    user_information,
 )
 
 if TYPE_CHECKING:
@@ -138,13 +135,7 @@ def encode_associate_rq(calling: str, called: str, contexts: list[tuple[str, str
         context.transfer_syntax = [UID(syntax)]
         proposed.append(context)
     primitive.presentation_context_definition_list = proposed
-    max_length = MaximumLengthNotification()
-    max_length.maximum_length_received = OUR_MAX_PDU
-    impl_uid = ImplementationClassUIDNotification()
-    impl_uid.implementation_class_uid = UID(IMPLEMENTATION_CLASS_UID)
-    impl_name = ImplementationVersionNameNotification()
-    impl_name.implementation_version_name = IMPLEMENTATION_VERSION_NAME
-    primitive.user_information = [max_length, impl_uid, impl_name]
+    primitive.user_information = user_information(OUR_MAX_PDU)
     rq = A_ASSOCIATE_RQ()
     rq.from_primitive(primitive)
     return bytes(rq.encode())
@@ -276,8 +267,8 @@ class StoreAssociation:
             return
         try:
             self._sock.settimeout(RELEASE_TIMEOUT)
-            self._sock.sendall(struct.pack(">BBL4x", PduType.RELEASE_RQ, 0, 4))
-            while _read_pdu(self._sock)[0] not in (PduType.RELEASE_RP, PduType.ABORT):
+            self._sock.sendall(encode_release_rq())
+            while _read_pdu(self._sock)[0] != PduType.RELEASE_RP:  # an A-ABORT raises
                 pass
         except (OSError, ssl.SSLError, PeerGone):
             pass

@@ -13,6 +13,7 @@ association PDUs (A-ASSOCIATE-RQ/AC/RJ), where correctness matters and speed doe
 import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any
 
 from pydicom.uid import UID
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ
@@ -128,6 +129,17 @@ def negotiate(
     return result
 
 
+def user_information(max_pdu: int) -> list[Any]:
+    """FIONA's user information items: the PDU size it accepts and its implementation."""
+    max_length = MaximumLengthNotification()
+    max_length.maximum_length_received = max_pdu
+    impl_uid = ImplementationClassUIDNotification()
+    impl_uid.implementation_class_uid = UID(IMPLEMENTATION_CLASS_UID)
+    impl_name = ImplementationVersionNameNotification()
+    impl_name.implementation_version_name = IMPLEMENTATION_VERSION_NAME
+    return [max_length, impl_uid, impl_name]
+
+
 def encode_associate_ac(
     rq: AssociationRequest, contexts: NegotiatedContexts, max_pdu: int
 ) -> bytes:
@@ -138,13 +150,7 @@ def encode_associate_ac(
     primitive.result = 0x00
     primitive.result_source = 0x01
     primitive.presentation_context_definition_results_list = contexts.results
-    max_length = MaximumLengthNotification()
-    max_length.maximum_length_received = max_pdu
-    impl_uid = ImplementationClassUIDNotification()
-    impl_uid.implementation_class_uid = UID(IMPLEMENTATION_CLASS_UID)
-    impl_name = ImplementationVersionNameNotification()
-    impl_name.implementation_version_name = IMPLEMENTATION_VERSION_NAME
-    primitive.user_information = [max_length, impl_uid, impl_name]
+    primitive.user_information = user_information(max_pdu)
     ac = A_ASSOCIATE_AC()
     ac.from_primitive(primitive)
     return bytes(ac.encode())
@@ -162,6 +168,10 @@ def encode_associate_rj(result: int, source: int, reason: int) -> bytes:
 
 def encode_release_rp() -> bytes:
     return struct.pack(">BBL4x", PduType.RELEASE_RP, 0, 4)
+
+
+def encode_release_rq() -> bytes:
+    return struct.pack(">BBL4x", PduType.RELEASE_RQ, 0, 4)
 
 
 def encode_abort(source: int = 0x02, reason: int = 0x00) -> bytes:

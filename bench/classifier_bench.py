@@ -1,15 +1,21 @@
-"""Classifier throughput: indexing + classification of the receiver benchmark's corpus A.
+"""Classifier throughput against the receiver's, in one run, per core.
 
-Measures, in one run: a plain ``pydicom.dcmread(stop_before_pixels=True)`` of every file (the
-floor: what reading the headers alone costs), then the classifier service with one and with
-two processes, from the moment the "instance stored" events are published until the durable
-consumer has acknowledged all of them. Every classifier run gets a fresh nats-server and data
-directory. Prints objects/s and the ratios.
+Measures, on the receiver benchmark's corpus A (2,000 MR images in 5 series):
+
+- ``floor_dcmread``: a plain ``pydicom.dcmread(stop_before_pixels=True)`` of every file, in
+  this process: what reading the headers alone costs;
+- ``receiver``: the FIONA receiver (``fiona run receiver``) taking the corpus from DCMTK
+  ``storescu`` until every "instance stored" event is in JetStream;
+- ``classifier_1p`` / ``classifier_2p``: the classifier service with one and with two
+  processes, from publishing the receiver's "instance stored" events until the durable
+  consumers have acknowledged all of them.
+
+Every service run gets a fresh nats-server and data directory. For each it prints objects/s
+(wall clock), CPU milliseconds per object of the service's own processes (nats-server
+apart, in its own column) and objects per CPU-second ("per core"). The goal of issue 3 is the
+classifier's objects per CPU-second at least 2x the receiver's.
 
     python bench/classifier_bench.py [--rules classifyRules.json] [--scale 0.5]
-
-The receiver benchmark (bench/receiver_bench.py) gives the receiver's objects/s to compare with
-(the goal: the classifier at least 2x the receiver per core).
 """
 
 import argparse
@@ -19,6 +25,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,13 +46,6 @@ ORIGIN = Origin(
 
 def corpus_files(corpus: rb.Corpus) -> list[Path]:
     return sorted(p for q in corpus.quarters for p in q.iterdir() if p.is_file())
-
-
-def floor_rate(files: list[Path]) -> float:
-    started = time.perf_counter()
-    for path in files:
-        dcmread(path, stop_before_pixels=True)
-    return len(files) / (time.perf_counter() - started)
 
 
 def archive(files: list[Path], layout: Layout) -> list[InstanceStored]:
@@ -85,45 +85,123 @@ async def backlog(url: str) -> int:
     return sum((c.num_pending or 0) + (c.num_ack_pending or 0) for c in partitions)
 
 
-def classifier_rate(files: list[Path], processes: int, rules: Path | None, scratch: Path) -> float:
+@dataclass
+class Run:
+    """One measured run: wall time and CPU seconds of the service's processes."""
+
+    name: str
+    objects: int
+    seconds: float
+    cpu_seconds: float
+    nats_cpu_seconds: float | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.objects / self.seconds
+
+    @property
+    def per_cpu_second(self) -> float:
+        return self.objects / self.cpu_seconds
+
+    def row(self) -> str:
+        nats_ms = (
+            f"{self.nats_cpu_seconds / self.objects * 1e3:>13.2f}"
+            if self.nats_cpu_seconds is not None
+            else f"{'-':>13}"
+        )
+        return (
+            f"{self.name:<16}{self.rate:>10.1f}{self.cpu_seconds / self.objects * 1e3:>12.2f}"
+            f"{self.per_cpu_second:>12.1f}{nats_ms}"
+        )
+
+
+def floor_run(files: list[Path]) -> Run:
+    started, cpu = time.perf_counter(), time.process_time()
+    for path in files:
+        dcmread(path, stop_before_pixels=True)
+    return Run(
+        "floor_dcmread", len(files), time.perf_counter() - started, time.process_time() - cpu
+    )
+
+
+def start_nats(procs: rb.Processes, workdir: Path) -> tuple[str, int]:
+    port = rb.free_port()
+    cmd = ["nats-server", "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(workdir / "nats")]
+    proc = procs.spawn("nats", cmd)
+    rb.wait_until(lambda: rb.tcp_open(port), 20, "nats-server")
+    return f"nats://127.0.0.1:{port}", proc.pid
+
+
+def receiver_run(corpus: rb.Corpus, associations: int, scratch: Path) -> Run:
+    """The FIONA receiver taking the corpus from storescu, as in bench/receiver_bench.py."""
+    workdir = Path(tempfile.mkdtemp(prefix="receiver-", dir=scratch))
+    case = rb.Case(f"A{associations}", corpus, associations)
+    receiver = rb.FionaReceiver(workers=None)
+    with rb.Processes(workdir) as procs:
+        receiver.start(procs, workdir)
+        nats_pid = receiver.nats_pid
+        os.sync()
+        started = time.perf_counter()
+        cpu, nats_cpu = rb.tree_cpu_seconds(receiver.pid), rb.tree_cpu_seconds(nats_pid)
+        deadline = time.monotonic() + case.timeout
+        rb.send_corpus(procs, case, receiver, deadline)
+        receiver.wait_settled(corpus.count, deadline)
+        seconds = time.perf_counter() - started
+        cpu = rb.tree_cpu_seconds(receiver.pid) - cpu
+        nats_cpu = rb.tree_cpu_seconds(nats_pid) - nats_cpu
+        if receiver.stored_count() != corpus.count:
+            raise rb.BenchError(f"receiver stored {receiver.stored_count()} of {corpus.count}")
+    return Run(f"receiver_A{associations}", corpus.count, seconds, cpu, nats_cpu)
+
+
+def classifier_run(files: list[Path], processes: int, rules: Path | None, scratch: Path) -> Run:
     workdir = Path(tempfile.mkdtemp(prefix=f"classifier{processes}-", dir=scratch))
     with rb.Processes(workdir) as procs:
-        port = rb.free_port()
-        procs.spawn(
-            "nats",
-            [
-                "nats-server",
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-sd",
-                str(workdir / "nats"),
-            ],
-        )
-        url = f"nats://127.0.0.1:{port}"
-        rb.wait_until(lambda: rb.tcp_open(port), 20, "nats-server")
+        url, nats_pid = start_nats(procs, workdir)
         events = archive(files, Layout(workdir / "data"))
         env = {"FIONA_DATADIR": str(workdir / "data"), "FIONA_NATS_URL": url}
         if rules:
             env["FIONA_CLASSIFIER__RULES_FILE"] = str(rules)
+        pids = []
         for n in range(processes):
             http = rb.free_port()
-            procs.spawn(
+            proc = procs.spawn(
                 f"classifier{n}",
                 [sys.executable, "-m", "fiona_cli", "run", "classifier"],
                 {**env, "FIONA_CLASSIFIER__HTTP_PORT": str(http)},
             )
+            pids.append(proc.pid)
             rb.wait_until(
                 lambda h=http: rb.http_status(f"http://127.0.0.1:{h}/readyz") == 200,
                 60,
                 f"classifier {n}",
             )
+        os.sync()
         started = time.perf_counter()
+        cpu = sum(rb.tree_cpu_seconds(pid) for pid in pids)
+        nats_cpu = rb.tree_cpu_seconds(nats_pid)
         asyncio.run(publish(url, events))
         rb.wait_until(lambda: asyncio.run(backlog(url)) == 0, 600, "classifier backlog")
-        return len(files) / (time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        cpu = sum(rb.tree_cpu_seconds(pid) for pid in pids) - cpu
+        nats_cpu = rb.tree_cpu_seconds(nats_pid) - nats_cpu
+    return Run(f"classifier_{processes}p", len(files), seconds, cpu, nats_cpu)
+
+
+def report(runs: dict[str, Run]) -> None:
+    header = f"{'what':<16}{'objects/s':>10}{'CPU ms/obj':>12}{'obj/CPU-s':>12}{'NATS ms/obj':>13}"
+    print(header)
+    for run in runs.values():
+        print(run.row())
+    receiver, floor = runs["receiver_A1"], runs["floor_dcmread"]
+    print("\nratios (the goal: classifier_1p per core >= 2.00 x receiver)")
+    for name in ("classifier_1p", "classifier_2p"):
+        run = runs[name]
+        print(
+            f"  {name}: per core {run.per_cpu_second / receiver.per_cpu_second:.2f} x receiver,"
+            f" wall {run.rate / receiver.rate:.2f} x receiver,"
+            f" per core {run.per_cpu_second / floor.per_cpu_second:.2f} x floor"
+        )
 
 
 def main() -> int:
@@ -137,17 +215,15 @@ def main() -> int:
         scratch = Path(tmp)
         corpus = rb.prepare_corpus(args.corpus_dir or scratch, "A", args.scale)
         files = corpus_files(corpus)
-        results = {"objects": len(files), "floor_dcmread": floor_rate(files)}
+        runs = {"floor_dcmread": floor_run(files)}
+        runs["receiver_A1"] = receiver_run(corpus, 1, scratch)
         for processes in (1, 2):
-            results[f"classifier_{processes}p"] = classifier_rate(
-                files, processes, args.rules, scratch
-            )
-    print(f"{'what':<26}{'objects/s':>10}{'x floor':>9}")
-    for name, rate in results.items():
-        if name != "objects":
-            print(f"{name:<26}{rate:>10.1f}{rate / results['floor_dcmread']:>9.2f}")
+            run = classifier_run(files, processes, args.rules, scratch)
+            runs[run.name] = run
+    report(runs)
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        data = {name: asdict(run) | {"rate": run.rate} for name, run in runs.items()}
+        args.json.write_text(json.dumps(data, indent=2))
     return 0
 
 

@@ -319,6 +319,24 @@ def tree_rss_bytes(pid: int) -> int:
     return total
 
 
+def _proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process (its own threads; 0 once it is gone)."""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time used so far by `pid` and its live descendants."""
+    children, pending, total = _proc_children(), [pid], 0.0
+    while pending:
+        current = pending.pop()
+        total += _proc_cpu_seconds(current)
+        pending.extend(children.get(current, []))
+    return total
+
+
 class RssSampler(contextlib.AbstractContextManager["RssSampler"]):
     """Samples the process tree's RSS every 100 ms in a background thread."""
 
@@ -462,12 +480,12 @@ class FionaReceiver(Receiver):
             lambda: http_status(ready_url) == 200, 60, "fiona receiver", proc, procs.log_of("fiona")
         )
 
-    @staticmethod
-    def _start_nats(procs: Processes, workdir: Path) -> str:
+    def _start_nats(self, procs: Processes, workdir: Path) -> str:
         """A private JetStream-enabled nats-server; returns its URL."""
         port = free_port()
         cmd = [NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(port)]
         proc = procs.spawn("nats-server", [*cmd, "-sd", str(workdir / "nats")])
+        self.nats_pid = proc.pid
         log = procs.log_of("nats-server")
         wait_until(lambda: tcp_open(port), 30, "nats-server", proc, log)
         return f"nats://127.0.0.1:{port}"

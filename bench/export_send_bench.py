@@ -34,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pydicom import dcmread  # noqa: E402
 from pynetdicom import _config  # noqa: E402
 
+from fiona_common.dicomfile import read_file_meta  # noqa: E402
 from services.exporter import dicom_node  # noqa: E402
 from services.exporter.dicom_node import Node, send_files  # noqa: E402
-from services.exporter.store_scu import read_meta  # noqa: E402
 from tests.builders import write_series  # noqa: E402
 from tests.peers import free_port  # noqa: E402
 
@@ -47,7 +47,7 @@ def pynetdicom_send(files: list[Path], node: Node, as_is: bool) -> int:
     """pynetdicom on one association: each file's bytes as they are (``as_is``, the exporter
     before store_scu.py), or decoded into a Dataset and encoded again (before that)."""
     ae = dicom_node.AE(ae_title=node.calling_aet)
-    for context in dict.fromkeys(dicom_node.context_of(read_meta(f)) for f in files):
+    for context in dict.fromkeys(dicom_node.context_of(read_file_meta(f)) for f in files):
         ae.add_requested_context(*context)
     assoc = node.associate(ae)
     ok = 0

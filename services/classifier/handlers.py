@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from nats.js.kv import KeyValue
-from pydicom import Dataset, dcmread
+from pydicom import Dataset
 from pydicom.errors import InvalidDicomError
 
 from fiona_common.bus import Bus
+from fiona_common.dicomfile import read_header as read_dataset_header
 from fiona_common.errors import BadInput
 from fiona_common.layout import Layout, write_atomic
 from fiona_common.logs import short_hash
@@ -137,7 +138,7 @@ async def update_series(images: list[Image], deps: ClassifierDeps) -> None:
 def read_header(path: Path) -> Dataset:
     """The object's header, never its pixel data."""
     try:
-        return dcmread(path, stop_before_pixels=True)
+        return read_dataset_header(path)
     except FileNotFoundError as err:
         raise BadInput("archive_file_missing", "the archived file is gone") from err
     except (InvalidDicomError, EOFError, ValueError, TypeError) as err:

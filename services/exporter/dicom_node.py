@@ -18,8 +18,9 @@ from pynetdicom.association import Association
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore
 
 from fiona_common.dicom_client import Tls, no_delay
+from fiona_common.dicomfile import FileMeta, read_file_meta
 from services.exporter import metrics
-from services.exporter.store_scu import FileMeta, PeerGone, StoreAssociation, read_meta
+from services.exporter.store_scu import PeerGone, StoreAssociation
 
 log = logging.getLogger(__name__)
 MAX_CONTEXTS = 128  # the DICOM limit of presentation contexts in one association
@@ -65,7 +66,7 @@ def classify_status(status: int) -> Sent:
 
 def send_files(files: list[Path], node: Node, timeout: float = 30.0) -> list[Outcome]:
     """C-STORE ``files`` to ``node`` on as few associations as the contexts allow."""
-    metas = {f: read_meta(f) for f in files}
+    metas = {f: read_file_meta(f) for f in files}
     contexts = list(dict.fromkeys(context_of(m) for m in metas.values()))
     outcomes: list[Outcome] = []
     for start in range(0, len(contexts), MAX_CONTEXTS):

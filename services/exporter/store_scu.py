@@ -20,7 +20,6 @@ import os
 import socket
 import ssl
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,16 +30,17 @@ from pynetdicom.pdu_primitives import (
 )
 from pynetdicom.presentation import PresentationContext
 
-from services.receiver.upper_layer import (
+from fiona_common.dicomfile import FileMeta
+from fiona_common.upper_layer import (
     APPLICATION_CONTEXT,
     CommandField,
     PduType,
-    _element,
-    _uid,
+    command_element,
     decode_command,
     encode_abort,
     encode_command_pdu,
     encode_release_rq,
+    uid_bytes,
     user_information,
 )
 
@@ -52,73 +52,21 @@ UNLIMITED_PEER_PDU = 262144  # what we send in one PDU when the peer sets no lim
 RELEASE_TIMEOUT = 5.0  # the wait for A-RELEASE-RP; the objects are stored by then anyway
 _MAX_PDU_BODY = 1 << 24  # refuse to buffer a PDU the peer claims is larger than 16 MiB
 _DATASET = 0x0000  # CommandDataSetType: a dataset follows
-_LONG_VRS = {
-    b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"
-}  # fmt: skip
 
 
 class PeerGone(Exception):
     """The association ended or stalled: aborted, closed, timed out or a protocol violation."""
 
 
-@dataclass(frozen=True)
-class FileMeta:
-    sop_class: str
-    sop_instance: str
-    transfer_syntax: str
-    dataset_offset: int  # where the dataset starts: after the preamble, DICM and group 0002
-
-
-def read_meta(path: Path) -> FileMeta:
-    """The file meta of a Part 10 file, parsed by hand (group 0002 is explicit VR LE).
-
-    Raises:
-        ValueError: not a Part 10 file (no DICM prefix, truncated meta, no SOP class/UIDs).
-    """
-    with open(path, "rb") as fp:
-        head = fp.read(132 + 4096)
-        if head[128:132] != b"DICM":
-            raise ValueError(f"{path}: not a DICOM Part 10 file")
-        values: dict[int, str] = {}
-        offset = 132
-        while True:
-            if offset + 8 > len(head):
-                head += fp.read(65536)
-                if offset + 8 > len(head):
-                    break  # a file of file meta only: an empty dataset
-            group, elem = struct.unpack_from("<HH", head, offset)
-            if group != 0x0002:
-                break
-            vr = head[offset + 4 : offset + 6]
-            if vr in _LONG_VRS:
-                (length,) = struct.unpack_from("<L", head, offset + 8)
-                start = offset + 12
-            else:
-                (length,) = struct.unpack_from("<H", head, offset + 6)
-                start = offset + 8
-            while start + length > len(head):
-                more = fp.read(65536)
-                if not more:
-                    raise ValueError(f"{path}: truncated file meta")
-                head += more
-            if elem in (0x0002, 0x0003, 0x0010):
-                values[elem] = head[start : start + length].decode("ascii", "replace")
-                values[elem] = values[elem].rstrip("\0 ")
-            offset = start + length
-    if not all(values.get(e) for e in (0x0002, 0x0003, 0x0010)):
-        raise ValueError(f"{path}: file meta lacks the SOP class, instance or transfer syntax")
-    return FileMeta(values[0x0002], values[0x0003], values[0x0010], offset)
-
-
 def encode_store_rq(message_id: int, sop_class: str, sop_instance: str) -> bytes:
     """A C-STORE-RQ command set (implicit VR LE, group length first), a dataset following."""
-    body = _element(0x0002, _uid(sop_class))
-    body += _element(0x0100, struct.pack("<H", CommandField.C_STORE_RQ))
-    body += _element(0x0110, struct.pack("<H", message_id))
-    body += _element(0x0700, struct.pack("<H", 0))  # priority: medium
-    body += _element(0x0800, struct.pack("<H", _DATASET))
-    body += _element(0x1000, _uid(sop_instance))
-    return _element(0x0000, struct.pack("<L", len(body))) + body
+    body = command_element(0x0002, uid_bytes(sop_class))
+    body += command_element(0x0100, struct.pack("<H", CommandField.C_STORE_RQ))
+    body += command_element(0x0110, struct.pack("<H", message_id))
+    body += command_element(0x0700, struct.pack("<H", 0))  # priority: medium
+    body += command_element(0x0800, struct.pack("<H", _DATASET))
+    body += command_element(0x1000, uid_bytes(sop_instance))
+    return command_element(0x0000, struct.pack("<L", len(body))) + body
 
 
 def encode_associate_rq(calling: str, called: str, contexts: list[tuple[str, str]]) -> bytes:

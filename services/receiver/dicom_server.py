@@ -18,10 +18,7 @@ from pathlib import Path
 from pynetdicom import ALL_TRANSFER_SYNTAXES
 
 from fiona_common.dicom_status import EchoStatus
-from services.receiver import tls
-from services.receiver.connection import Connection
-from services.receiver.spool import Spool, encode_file_meta
-from services.receiver.upper_layer import (
+from fiona_common.upper_layer import (
     NO_DATASET,
     UNRECOGNIZED_OPERATION,
     AssociationRequest,
@@ -38,6 +35,9 @@ from services.receiver.upper_layer import (
     encode_response,
     negotiate,
 )
+from services.receiver import tls
+from services.receiver.connection import Connection
+from services.receiver.spool import Spool, encode_file_meta
 
 log = logging.getLogger(__name__)
 

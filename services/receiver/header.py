@@ -10,8 +10,8 @@ None for anything else, in which case pydicom reads the file (see archive.read_i
 import struct
 from dataclasses import dataclass
 
-IMPLICIT_VR_LE = "1.2.840.10008.1.2"
-_NOT_EXPLICIT_LE = {IMPLICIT_VR_LE, "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"}
+from fiona_common.dicomfile import IMPLICIT_VR_LE, NOT_PLAIN_LE, UNDEFINED, element_header
+
 _WANTED = {
     0x00080016: "SOPClassUID",
     0x00080018: "SOPInstanceUID",
@@ -20,22 +20,6 @@ _WANTED = {
     0x0020000E: "SeriesInstanceUID",
 }
 _LAST = 0x0020000E
-_LONG_VRS = {
-    b"OB",
-    b"OD",
-    b"OF",
-    b"OL",
-    b"OV",
-    b"OW",
-    b"SQ",
-    b"SV",
-    b"UC",
-    b"UN",
-    b"UR",
-    b"UT",
-    b"UV",
-}
-UNDEFINED = 0xFFFFFFFF
 HEAD_BYTES = 16384  # how much of each dataset the receiver keeps for this scan
 
 
@@ -51,7 +35,7 @@ def scan_identity(head: DatasetHead) -> dict[str, str] | None:
     """The five identity values by keyword (absent ones missing), or None: ask pydicom."""
     if head.transfer_syntax_uid == IMPLICIT_VR_LE:
         explicit = False
-    elif head.transfer_syntax_uid in _NOT_EXPLICIT_LE:
+    elif head.transfer_syntax_uid in NOT_PLAIN_LE:
         return None  # deflated or big endian: rare, left to pydicom
     else:
         explicit = True
@@ -62,7 +46,7 @@ def scan_identity(head: DatasetHead) -> dict[str, str] | None:
         tag = group << 16 | element
         if tag > _LAST:
             return found
-        header, length = _element_header(buf, pos, explicit)
+        header, _, length = element_header(buf, pos, explicit)
         if header == 0 or length == UNDEFINED:
             return None  # not parseable here (odd VR, undefined-length sequence...)
         start = pos + header
@@ -74,17 +58,3 @@ def scan_identity(head: DatasetHead) -> dict[str, str] | None:
             )
         pos = start + length
     return None
-
-
-def _element_header(buf: bytes, pos: int, explicit: bool) -> tuple[int, int]:
-    """(header size, value length) of the element at ``pos``; header 0 if it is not sane."""
-    if not explicit:
-        return 8, struct.unpack_from("<L", buf, pos + 4)[0]
-    vr = buf[pos + 4 : pos + 6]
-    if not vr.isalpha() or not vr.isupper():
-        return 0, 0
-    if vr in _LONG_VRS:
-        if pos + 12 > len(buf):
-            return 0, 0
-        return 12, struct.unpack_from("<L", buf, pos + 8)[0]
-    return 8, struct.unpack_from("<H", buf, pos + 6)[0]

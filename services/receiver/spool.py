@@ -13,8 +13,8 @@ import uuid
 from pathlib import Path
 
 from fiona_common.layout import FILE_MODE
+from fiona_common.upper_layer import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from services.receiver.header import HEAD_BYTES, DatasetHead
-from services.receiver.upper_layer import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 PREAMBLE = b"\0" * 128 + b"DICM"
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from fiona_common.dicomfile import read_file_meta
 from services.exporter.dicom_node import Node, Outcome, Sent, send_files
-from services.exporter.store_scu import read_meta
 from tests.builders import (
     canonical_testdata_files,
     dataset_bytes,
@@ -53,7 +53,7 @@ class Scp:
 
     def received(self) -> dict[str, bytes]:
         """Received dataset bytes by SOP Instance UID."""
-        return {read_meta(p).sop_instance: dataset_bytes(p) for p in self.out.iterdir()}
+        return {read_file_meta(p).sop_instance: dataset_bytes(p) for p in self.out.iterdir()}
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -76,7 +76,7 @@ def scp_factory(tmp_path: Path) -> Iterator[Callable[..., Scp]]:
 
 
 def sent(files: list[Path]) -> dict[str, bytes]:
-    return {read_meta(p).sop_instance: dataset_bytes(p) for p in files}
+    return {read_file_meta(p).sop_instance: dataset_bytes(p) for p in files}
 
 
 def test_several_transfer_syntaxes_arrive_byte_for_byte(

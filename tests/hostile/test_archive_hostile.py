@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from fiona_common.errors import BadInput
+from fiona_common.upper_layer import decode_associate_rq
 from services.receiver.archive import read_identity
-from services.receiver.upper_layer import decode_associate_rq
 from tests.hostile.wire import associate_rq
 
 

@@ -14,7 +14,7 @@ from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
 from pynetdicom.presentation import PresentationContext
 
-from services.receiver.upper_layer import decode_command
+from fiona_common.upper_layer import decode_command
 from tests.builders import mr_dataset
 from tests.fiona_process import Receiver
 

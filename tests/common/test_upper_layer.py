@@ -1,6 +1,6 @@
 from pynetdicom.presentation import PresentationContext
 
-from services.receiver.upper_layer import (
+from fiona_common.upper_layer import (
     CommandField,
     decode_command,
     encode_response,

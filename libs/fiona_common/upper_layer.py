@@ -1,4 +1,4 @@
-"""DICOM upper layer and DIMSE encoding for the receiver's acceptor (PS3.8, PS3.7).
+"""DICOM upper layer and DIMSE encoding: the receiver's acceptor, the exporter's requestor.
 
 Why not pynetdicom's acceptor: measured with bench/receiver_bench.py, pynetdicom's association
 reactor (two polling threads per association, every command set encoded and decoded through
@@ -7,7 +7,9 @@ and far below DCMTK's storescp (~740/s); the per-object cost is in the library's
 a setting. The acceptor needs only a small part of the protocol (associate, C-ECHO, C-STORE,
 release, abort), so it is written here: one blocking thread per association that streams each
 dataset straight from the socket to its spool file. pynetdicom still decodes and encodes the
-association PDUs (A-ASSOCIATE-RQ/AC/RJ), where correctness matters and speed does not.
+association PDUs (A-ASSOCIATE-RQ/AC/RJ), where correctness matters and speed does not. The
+exporter's C-STORE SCU (services/exporter/store_scu.py) was written for the same reason and
+shares these encoders.
 """
 
 import struct
@@ -200,11 +202,11 @@ def decode_command(data: bytes) -> dict[int, int | str]:
     return elements
 
 
-def _element(elem: int, value: bytes) -> bytes:
+def command_element(elem: int, value: bytes) -> bytes:
     return struct.pack("<HHL", 0, elem, len(value)) + value
 
 
-def _uid(value: str) -> bytes:
+def uid_bytes(value: str) -> bytes:
     raw = value.encode("ascii", "replace")
     return raw + b"\0" if len(raw) % 2 else raw
 
@@ -213,13 +215,15 @@ def encode_response(
     command: int, message_id: int, status: int, sop_class: str, sop_instance: str | None = None
 ) -> bytes:
     """A response command set (C-STORE-RSP, C-ECHO-RSP...), with no dataset."""
-    body = _element(0x0002, _uid(sop_class)) + _element(0x0100, struct.pack("<H", command))
-    body += _element(0x0120, struct.pack("<H", message_id))
-    body += _element(0x0800, struct.pack("<H", NO_DATASET))
-    body += _element(0x0900, struct.pack("<H", status))
+    body = command_element(0x0002, uid_bytes(sop_class)) + command_element(
+        0x0100, struct.pack("<H", command)
+    )
+    body += command_element(0x0120, struct.pack("<H", message_id))
+    body += command_element(0x0800, struct.pack("<H", NO_DATASET))
+    body += command_element(0x0900, struct.pack("<H", status))
     if sop_instance is not None:
-        body += _element(0x1000, _uid(sop_instance))
-    return _element(0x0000, struct.pack("<L", len(body))) + body
+        body += command_element(0x1000, uid_bytes(sop_instance))
+    return command_element(0x0000, struct.pack("<L", len(body))) + body
 
 
 def encode_command_pdu(context_id: int, command: bytes) -> bytes:

@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -204,25 +205,53 @@ def report(runs: dict[str, Run]) -> None:
         )
 
 
+def median_run(runs: list[Run]) -> Run:
+    """Median wall time and median CPU of repeated runs (each median on its own)."""
+    return Run(
+        runs[0].name,
+        runs[0].objects,
+        statistics.median(r.seconds for r in runs),
+        statistics.median(r.cpu_seconds for r in runs),
+        (
+            statistics.median(r.nats_cpu_seconds for r in runs if r.nats_cpu_seconds is not None)
+            if runs[0].nats_cpu_seconds is not None
+            else None
+        ),
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rules", type=Path, help="a classifyRules.json (default: FIONA's)")
     parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each; medians reported")
     parser.add_argument("--corpus-dir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    measured: dict[str, list[Run]] = {}
     with tempfile.TemporaryDirectory(prefix="fiona-cbench-") as tmp:
         scratch = Path(tmp)
         corpus = rb.prepare_corpus(args.corpus_dir or scratch, "A", args.scale)
         files = corpus_files(corpus)
-        runs = {"floor_dcmread": floor_run(files)}
-        runs["receiver_A1"] = receiver_run(corpus, 1, scratch)
-        for processes in (1, 2):
-            run = classifier_run(files, processes, args.rules, scratch)
-            runs[run.name] = run
-    report(runs)
+        for _ in range(args.repeat):  # interleaved, so a slower spell of the VM hits all alike
+            runs = [floor_run(files), receiver_run(corpus, 1, scratch)]
+            runs += [classifier_run(files, n, args.rules, scratch) for n in (1, 2)]
+            for run in runs:
+                print(run.row(), flush=True)
+                measured.setdefault(run.name, []).append(run)
+    print(f"\nmedians of {args.repeat} runs")
+    medians = {name: median_run(runs) for name, runs in measured.items()}
+    report(medians)
+    each = [
+        c.per_cpu_second / r.per_cpu_second
+        for c, r in zip(measured["classifier_1p"], measured["receiver_A1"], strict=True)
+    ]
+    print(
+        "  classifier_1p per core / receiver, each repetition: "
+        + ", ".join(f"{x:.2f}" for x in each)
+    )
     if args.json:
-        data = {name: asdict(run) | {"rate": run.rate} for name, run in runs.items()}
+        data = {name: asdict(run) | {"rate": run.rate} for name, run in medians.items()}
         args.json.write_text(json.dumps(data, indent=2))
     return 0
 

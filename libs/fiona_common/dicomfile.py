@@ -70,17 +70,22 @@ def read_file_meta(source: Path | BinaryIO) -> FileMeta:
         ValueError: not a Part 10 file (no DICM prefix, truncated meta, no SOP class/UIDs).
     """
     if isinstance(source, Path):
-        with open(source, "rb") as fp:
-            return read_file_meta(fp)
-    name = getattr(source, "name", "file")
-    head = source.read(132 + 4096)
+        with open(source, "rb", buffering=0) as fp:
+            return _file_meta(fp)[0]
+    return _file_meta(source)[0]
+
+
+def _file_meta(fp: BinaryIO) -> tuple[FileMeta, bytes]:
+    """The file meta and the bytes read so far (the dataset's first bytes follow the meta)."""
+    name = getattr(fp, "name", "file")
+    head = fp.read(132 + 4096)
     if head[128:132] != b"DICM":
         raise ValueError(f"{name}: not a DICOM Part 10 file")
     values: dict[int, str] = {}
     offset = 132
     while True:
         if offset + 12 > len(head):
-            head += source.read(_CHUNK)
+            head += fp.read(_CHUNK)
             if offset + 8 > len(head):
                 break  # a file of file meta only: an empty dataset
         group, elem = struct.unpack_from("<HH", head, offset)
@@ -91,7 +96,7 @@ def read_file_meta(source: Path | BinaryIO) -> FileMeta:
             raise ValueError(f"{name}: malformed file meta")
         start = offset + header
         while start + length > len(head):
-            more = source.read(_CHUNK)
+            more = fp.read(_CHUNK)
             if not more:
                 raise ValueError(f"{name}: truncated file meta")
             head += more
@@ -100,7 +105,7 @@ def read_file_meta(source: Path | BinaryIO) -> FileMeta:
         offset = start + length
     if not all(values.get(e) for e in (0x0002, 0x0003, 0x0010)):
         raise ValueError(f"{name}: file meta lacks the SOP class, instance or transfer syntax")
-    return FileMeta(values[0x0002], values[0x0003], values[0x0010], offset)
+    return FileMeta(values[0x0002], values[0x0003], values[0x0010], offset), head
 
 
 def read_header(path: Path) -> Dataset:
@@ -109,15 +114,15 @@ def read_header(path: Path) -> Dataset:
     Raises what ``dcmread`` raises for a file it cannot read (FileNotFoundError,
     InvalidDicomError, ...).
     """
-    with open(path, "rb") as fp:
+    with open(path, "rb", buffering=0) as fp:  # reads are few and large: no buffer copy
         try:
-            meta = read_file_meta(fp)
+            meta, head = _file_meta(fp)
         except ValueError:
-            meta = None
+            meta, head = None, b""
         if meta is not None and meta.transfer_syntax not in NOT_PLAIN_LE:
             explicit = meta.transfer_syntax != IMPLICIT_VR_LE
-            fp.seek(meta.dataset_offset)
-            elements = _HeaderScan(fp, meta.dataset_offset, explicit).top_level()
+            start = meta.dataset_offset
+            elements = _HeaderScan(fp, head[start:], start, explicit).top_level()
             if elements is not None:
                 ds = Dataset(elements)
                 ds.set_original_encoding(not explicit, True, _character_set(ds))
@@ -137,9 +142,9 @@ class _Unparseable(Exception):
 class _HeaderScan:
     """Walks a dataset's elements in a buffer read from ``fp`` as far as it needs."""
 
-    def __init__(self, fp: BinaryIO, file_offset: int, explicit: bool) -> None:
-        self.fp, self.file_offset, self.explicit = fp, file_offset, explicit
-        self.buf = fp.read(_CHUNK)
+    def __init__(self, fp: BinaryIO, first: bytes, file_offset: int, explicit: bool) -> None:
+        """``first``: the dataset's bytes already read; ``fp`` is positioned after them."""
+        self.fp, self.buf, self.file_offset, self.explicit = fp, first, file_offset, explicit
 
     def top_level(self) -> dict[BaseTag, RawDataElement | DataElement] | None:
         """The dataset's elements before the pixel data, or None: ask pydicom."""

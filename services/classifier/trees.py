@@ -7,6 +7,7 @@ become path components, like UIDs are in ``fiona_common.layout``.
 """
 
 import contextlib
+import functools
 import os
 import re
 import uuid
@@ -27,7 +28,8 @@ def study_link_name(study_date: str | None, study_time: str | None) -> str:
 
 def ensure_link(link: Path, target: Path) -> bool:
     """Make ``link`` a relative symlink to ``target``; True if it had to be created or fixed."""
-    relative = os.path.relpath(target, link.parent)
+    folder = _relative_dir(str(target.parent), str(link.parent))
+    relative = target.name if folder == os.curdir else os.path.join(folder, target.name)
     # The common case, a new link, costs one system call; the others are checked after.
     try:
         os.symlink(relative, link)
@@ -44,6 +46,13 @@ def ensure_link(link: Path, target: Path) -> bool:
     os.symlink(relative, tmp)
     os.replace(tmp, link)
     return True
+
+
+@functools.lru_cache(maxsize=4096)
+def _relative_dir(target_dir: str, link_dir: str) -> str:
+    # Cached: every image of a series links from the same folder into the same folder, and
+    # relpath (two abspath + normpath) cost as much as the rest of the link's Python code.
+    return os.path.relpath(target_dir, link_dir)
 
 
 def series_dir(layout: Layout, study_uid: str, series_uid: str) -> Path:

@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 from pydicom import dcmread
 from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.tag import BaseTag
 
 IMPLICIT_VR_LE = "1.2.840.10008.1.2"
@@ -108,26 +108,45 @@ def _file_meta(fp: BinaryIO) -> tuple[FileMeta, bytes]:
     return FileMeta(values[0x0002], values[0x0003], values[0x0010], offset), head
 
 
-def read_header(path: Path) -> Dataset:
-    """The file's dataset up to its pixel data, like ``dcmread(path, stop_before_pixels=True)``.
+def read_header(path: Path) -> FileDataset:
+    """The file up to its pixel data, like ``dcmread(path, stop_before_pixels=True)``."""
+    return read_dataset(path, stop_before_pixels=True)
+
+
+def read_dataset(path: Path, stop_before_pixels: bool = False) -> FileDataset:
+    """The file as ``dcmread(path, stop_before_pixels=...)`` reads it, file meta included.
 
     Raises what ``dcmread`` raises for a file it cannot read (FileNotFoundError,
     InvalidDicomError, ...).
     """
     with open(path, "rb", buffering=0) as fp:  # reads are few and large: no buffer copy
-        try:
-            meta, head = _file_meta(fp)
-        except ValueError:
-            meta, head = None, b""
-        if meta is not None and meta.transfer_syntax not in NOT_PLAIN_LE:
-            explicit = meta.transfer_syntax != IMPLICIT_VR_LE
-            start = meta.dataset_offset
-            elements = _HeaderScan(fp, head[start:], start, explicit).top_level()
-            if elements is not None:
-                ds = Dataset(elements)
-                ds.set_original_encoding(not explicit, True, _character_set(ds))
-                return ds
-    return dcmread(path, stop_before_pixels=True)
+        scanned = _scan_file(fp, stop_before_pixels)
+    if scanned is None:
+        return dcmread(path, stop_before_pixels=stop_before_pixels)
+    preamble, meta, elements, explicit = scanned
+    ds = FileDataset(str(path), elements, preamble, meta, not explicit, True)
+    ds.set_original_encoding(not explicit, True, _character_set(ds))
+    return ds
+
+
+_Scanned = tuple[bytes, FileMetaDataset, dict[BaseTag, RawDataElement | DataElement], bool]
+
+
+def _scan_file(fp: BinaryIO, stop_before_pixels: bool) -> _Scanned | None:
+    """(preamble, file meta, the dataset's elements, explicit VR), or None: ask pydicom."""
+    try:
+        meta, head = _file_meta(fp)
+    except ValueError:
+        return None
+    if meta.transfer_syntax in NOT_PLAIN_LE:
+        return None
+    meta_elements = _HeaderScan(None, head[132 : meta.dataset_offset], 132, True).elements(False)
+    explicit = meta.transfer_syntax != IMPLICIT_VR_LE
+    start = meta.dataset_offset
+    elements = _HeaderScan(fp, head[start:], start, explicit).elements(stop_before_pixels)
+    if meta_elements is None or elements is None:
+        return None
+    return head[:128], FileMetaDataset(meta_elements), elements, explicit
 
 
 def _character_set(ds: Dataset) -> str | list[str]:
@@ -142,12 +161,16 @@ class _Unparseable(Exception):
 class _HeaderScan:
     """Walks a dataset's elements in a buffer read from ``fp`` as far as it needs."""
 
-    def __init__(self, fp: BinaryIO, first: bytes, file_offset: int, explicit: bool) -> None:
-        """``first``: the dataset's bytes already read; ``fp`` is positioned after them."""
+    def __init__(
+        self, fp: BinaryIO | None, first: bytes, file_offset: int, explicit: bool
+    ) -> None:
+        """``first``: the bytes already read; ``fp`` (if any) is positioned after them."""
         self.fp, self.buf, self.file_offset, self.explicit = fp, first, file_offset, explicit
 
-    def top_level(self) -> dict[BaseTag, RawDataElement | DataElement] | None:
-        """The dataset's elements before the pixel data, or None: ask pydicom."""
+    def elements(
+        self, stop_before_pixels: bool
+    ) -> dict[BaseTag, RawDataElement | DataElement] | None:
+        """The dataset's (top-level) elements, or None: ask pydicom."""
         elements: dict[BaseTag, RawDataElement | DataElement] = {}
         explicit, implicit, file_offset = self.explicit, not self.explicit, self.file_offset
         buf, pos = self.buf, 0
@@ -162,7 +185,7 @@ class _HeaderScan:
                         break
                 group, number, vr, short_length = _ELEMENT_HEAD(buf, pos)
                 tag = group << 16 | number
-                if tag in _PIXEL_TAGS:
+                if stop_before_pixels and tag in _PIXEL_TAGS:
                     break
                 if not explicit:
                     vr, length, start = None, _U32(buf, pos + 4)[0], pos + 8
@@ -201,6 +224,8 @@ class _HeaderScan:
     def _has(self, end: int) -> bool:
         """Whether ``buf`` holds ``end`` bytes, reading more of the file if needed."""
         while len(self.buf) < end:
+            if self.fp is None:
+                return False
             more = self.fp.read(max(_CHUNK, end - len(self.buf)))
             if not more:
                 return False

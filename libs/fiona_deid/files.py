@@ -4,9 +4,9 @@ import struct
 from collections.abc import Iterator
 from pathlib import Path
 
-from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
+from fiona_common.dicomfile import read_dataset
 from fiona_common.layout import safe_component, write_atomic
 from fiona_deid.engine import deidentify
 from fiona_deid.records import DeidResult, Outcome
@@ -14,15 +14,22 @@ from fiona_deid.settings import DeidSettings
 
 
 def deidentify_file(
-    in_path: Path, out_dir: Path, settings: DeidSettings, key: bytes, subject: str, event: str = ""
+    in_path: Path,
+    out_dir: Path,
+    settings: DeidSettings,
+    key: bytes,
+    subject: str,
+    event: str = "",
+    durable: bool = True,
 ) -> tuple[DeidResult, Path | None]:
     """De-identify one file into ``out_dir/<series UID>/<modality>.<SOP UID>.dcm``.
 
     Returns the result and the written path (None unless emitted). An unreadable input is
-    quarantined, with the pydicom error as the reason.
+    quarantined, with the pydicom error as the reason. ``durable=False`` skips the fsyncs, for
+    output that is made again after a crash.
     """
     try:
-        ds = dcmread(in_path)
+        ds = read_dataset(in_path)
     except (InvalidDicomError, OSError, ValueError, EOFError) as err:
         return DeidResult(Outcome.QUARANTINED, f"not readable as DICOM: {err}"), None
     try:
@@ -38,7 +45,7 @@ def deidentify_file(
     series = safe_component(str(out.get("SeriesInstanceUID", "") or "no-series"))
     path = out_dir / series / f"{modality}.{out.SOPInstanceUID}.dcm"
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, result.encoded)
+    write_atomic(path, result.encoded, durable=durable)
     return result, path
 
 

@@ -42,7 +42,10 @@ def stage(
     staged = Staged()
     for obj in objects:
         source = source_hash(obj.sop_uid)
-        result, path = deidentify_file(obj.path, out_dir, settings, key, participant, event)
+        # Not fsynced: staging is scratch, and a request interrupted by a crash stages again.
+        result, path = deidentify_file(
+            obj.path, out_dir, settings, key, participant, event, durable=False
+        )
         if result.outcome is Outcome.EMITTED and path is not None and result.dataset is not None:
             staged.files[source] = path
             staged.dest_sop[source] = str(result.dataset.SOPInstanceUID)

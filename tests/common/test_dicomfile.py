@@ -3,6 +3,7 @@
 import gzip
 import warnings
 from pathlib import Path
+from typing import Any
 
 import nibabel
 import pydicom
@@ -12,7 +13,8 @@ from pydicom.dataset import Dataset, FileDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from fiona_common.dicomfile import read_file_meta, read_header
+from fiona_common import dicomfile
+from fiona_common.dicomfile import read_dataset, read_file_meta, read_header
 from tests.builders import mr_dataset, pydicom_test_files_dir, write_part10
 
 
@@ -35,10 +37,29 @@ def differences(ours: Dataset, theirs: Dataset, where: str = "") -> list[str]:
     return found
 
 
-def scanned(path: Path) -> Dataset:
-    """read_header's result, asserting it came from the scan, not from the pydicom fallback."""
-    ds = read_header(path)
-    assert not isinstance(ds, FileDataset), f"{path.name}: the scan fell back to pydicom"
+class Fallbacks:
+    """Counts the files handed to pydicom's dcmread (the scan could not read them)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+
+        def counted(*args: Any, **kwargs: Any) -> FileDataset:
+            self.count += 1
+            return dcmread(*args, **kwargs)
+
+        monkeypatch.setattr(dicomfile, "dcmread", counted)
+
+
+@pytest.fixture
+def fallbacks(monkeypatch: pytest.MonkeyPatch) -> Fallbacks:
+    return Fallbacks(monkeypatch)
+
+
+def scanned(path: Path, fallbacks: Fallbacks, stop_before_pixels: bool = True) -> FileDataset:
+    """read_dataset's result, asserting it came from the scan, not from the pydicom fallback."""
+    before = fallbacks.count
+    ds = read_dataset(path, stop_before_pixels)
+    assert fallbacks.count == before, f"{path.name}: the scan fell back to pydicom"
     return ds
 
 
@@ -47,21 +68,29 @@ def shipped_files() -> list[Path]:
     return sorted(pydicom_test_files_dir().rglob("*.dcm")) + sorted(nibabel_data.glob("*.dcm"))
 
 
-def test_every_readable_shipped_file_reads_as_pydicom_reads_it() -> None:
-    compared = by_scan = 0
+# Whole files: encapsulated (compressed) pixel data, most of pydicom's files, goes to pydicom.
+@pytest.mark.parametrize(("stop_before_pixels", "least_scanned"), [(True, 50), (False, 20)])
+def test_every_readable_shipped_file_reads_as_pydicom_reads_it(
+    fallbacks: Fallbacks, stop_before_pixels: bool, least_scanned: int
+) -> None:
+    compared = 0
     for path in shipped_files():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                theirs = dcmread(path, stop_before_pixels=True)
+                theirs = dcmread(path, stop_before_pixels=stop_before_pixels)
             except Exception:
                 continue
-            ours = read_header(path)
+            ours = read_dataset(path, stop_before_pixels)
         assert differences(ours, theirs) == [], path.name
+        assert differences(ours.file_meta, theirs.file_meta) == [], path.name
+        assert (ours.preamble, ours.original_encoding) == (
+            theirs.preamble,
+            theirs.original_encoding,
+        ), path.name
         compared += 1
-        by_scan += not isinstance(ours, FileDataset)
     # pydicom's and nibabel's files: ~80 readable, most little endian (the scan's case).
-    assert compared >= 60 and by_scan >= 50, (compared, by_scan)
+    assert compared >= 60 and compared - fallbacks.count >= least_scanned, fallbacks.count
 
 
 def nested_sequences(depth: int, undefined: bool, every_item_undefined: bool = False) -> Dataset:
@@ -96,12 +125,12 @@ def nested_sequences(depth: int, undefined: bool, every_item_undefined: bool = F
 @pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
 @pytest.mark.parametrize("undefined", [True, False])
 def test_nested_sequences_of_either_length_and_either_vr_encoding(
-    tmp_path: Path, syntax: str, undefined: bool
+    tmp_path: Path, fallbacks: Fallbacks, syntax: str, undefined: bool
 ) -> None:
     ds = nested_sequences(depth=4, undefined=undefined)
     ds.file_meta.TransferSyntaxUID = syntax
     path = write_part10(ds, tmp_path / "nested.dcm")
-    ours = scanned(path)
+    ours = scanned(path, fallbacks)
     assert differences(ours, dcmread(path, stop_before_pixels=True)) == []
     assert ours.SeriesDescription == "t1_mprage_sag" and "PixelData" not in ours
     deepest = ours.ReferencedImageSequence[0]
@@ -110,28 +139,42 @@ def test_nested_sequences_of_either_length_and_either_vr_encoding(
     assert deepest.ReferencedImageSequence[0].ReferencedSOPInstanceUID == "1.2.3.4"
 
 
-def test_siemens_csa_headers_read_as_pydicom_reads_them(tmp_path: Path) -> None:
+def test_siemens_csa_headers_read_as_pydicom_reads_them(
+    tmp_path: Path, fallbacks: Fallbacks
+) -> None:
     data = Path(nibabel.__file__).parent / "nicom/tests/data/siemens_dwi_1000.dcm.gz"
     path = tmp_path / "dwi.dcm"
     path.write_bytes(gzip.decompress(data.read_bytes()))
-    assert differences(scanned(path), dcmread(path, stop_before_pixels=True)) == []
+    assert differences(scanned(path, fallbacks), dcmread(path, stop_before_pixels=True)) == []
 
 
-def test_sequences_nested_deeper_than_the_scan_goes_are_read_by_pydicom(tmp_path: Path) -> None:
-    path = write_part10(
-        nested_sequences(40, undefined=True, every_item_undefined=True), tmp_path / "deep.dcm"
-    )
+def test_sequences_nested_deeper_than_the_scan_goes_are_read_by_pydicom(
+    tmp_path: Path, fallbacks: Fallbacks
+) -> None:
+    ds = nested_sequences(40, undefined=True, every_item_undefined=True)
+    path = write_part10(ds, tmp_path / "deep.dcm")
     ours = read_header(path)
-    assert isinstance(ours, FileDataset)  # pydicom's reader took over
+    assert fallbacks.count == 1  # pydicom's reader took over
     assert differences(ours, dcmread(path, stop_before_pixels=True)) == []
 
 
-def test_the_pixel_data_is_never_read(tmp_path: Path) -> None:
+def test_the_pixel_data_is_never_read(tmp_path: Path, fallbacks: Fallbacks) -> None:
     path = write_part10(mr_dataset(rows=512, cols=512), tmp_path / "big.dcm")
     data = path.read_bytes()
     pixel_start = data.rfind(b"\xe0\x7f\x10\x00")  # (7FE0,0010) Pixel Data
     path.write_bytes(data[: pixel_start + 12])  # the 512 KiB value is gone
-    assert scanned(path).Rows == 512
+    assert scanned(path, fallbacks).Rows == 512
+
+
+def test_whole_files_with_their_pixel_data_and_file_meta(
+    tmp_path: Path, fallbacks: Fallbacks
+) -> None:
+    ds = nested_sequences(depth=3, undefined=True)
+    path = write_part10(ds, tmp_path / "whole.dcm")
+    ours, theirs = scanned(path, fallbacks, stop_before_pixels=False), dcmread(path)
+    assert differences(ours, theirs) == [] and ours.PixelData == ds.PixelData
+    assert differences(ours.file_meta, theirs.file_meta) == []
+    assert ours.filename == str(path) and ours.preamble == theirs.preamble
 
 
 def test_a_truncated_header_gets_pydicoms_answer(tmp_path: Path) -> None:
@@ -160,9 +203,9 @@ def test_file_meta(tmp_path: Path) -> None:
         read_file_meta(tmp_path / "junk")
 
 
-def test_pydicom_is_still_what_converts_values(tmp_path: Path) -> None:
+def test_pydicom_is_still_what_converts_values(tmp_path: Path, fallbacks: Fallbacks) -> None:
     ds = mr_dataset(PatientName="Müller^Jürgen", SpecificCharacterSet="ISO_IR 100")
     path = write_part10(ds, tmp_path / "latin1.dcm")
-    ours = scanned(path)
+    ours = scanned(path, fallbacks)
     assert str(ours.PatientName) == "Müller^Jürgen"
     assert ours.EchoTime == pydicom.valuerep.DSfloat(ds.EchoTime)

@@ -387,14 +387,22 @@ class Orthanc:
         return dict(rb.http_json(f"{self.base}/statistics"))
 
 
-def projects_file(path: Path, orthanc_port: int, routed: bool) -> Path:
+def projects_file(
+    path: Path, orthanc_port: int, routed: bool, associations: int | None = None
+) -> Path:
+    destination: dict[str, Any] = {
+        "kind": "dicom",
+        "aet": ORTHANC_AET,
+        "host": "127.0.0.1",
+        "port": orthanc_port,
+    }
+    if associations is not None:
+        destination["max_associations"] = associations
     project = {
         "name": PROJECT,
         "participant_pattern": "^.+$",
         "deidentification": {"profile": "recommended"},
-        "destinations": [
-            {"kind": "dicom", "aet": ORTHANC_AET, "host": "127.0.0.1", "port": orthanc_port}
-        ],
+        "destinations": [destination],
     }
     routing = [{"project": PROJECT, "called_aet": PROJECT}] if routed else []
     path.write_text(json.dumps({"projects": [project], "routing": routing}, indent=2))
@@ -648,7 +656,9 @@ def run_pipeline(
         orthanc = Orthanc(procs, workdir)
         env = {
             "FIONA_REDCAP_SYNC__PROJECTS_FILE": str(
-                projects_file(workdir / "projects.json", orthanc.dicom_port, routed=True)
+                projects_file(
+                    workdir / "projects.json", orthanc.dicom_port, True, args.associations
+                )
             ),
             "FIONA_ARRIVAL__QUIET_SECONDS": f"{args.quiet:g}",
             "FIONA_ARRIVAL__GRACE_SECONDS": f"{args.grace:g}",
@@ -956,6 +966,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--timeout", type=float, default=900.0, help="cap on waiting for delivery (s)"
     )
+    parser.add_argument(
+        "--associations",
+        type=int,
+        default=None,
+        help="the Orthanc destination's max_associations (default: FIONA's default)",
+    )
     parser.add_argument("--skip-baseline", action="store_true", help="only run 2 (no ratio)")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument("--workdir", type=Path, help="parent of the scratch dir (default: TMPDIR)")
@@ -982,6 +998,7 @@ def describe_environment(args: argparse.Namespace) -> dict[str, Any]:
         "grace_s": args.grace,
         "scale": args.scale,
         "senders": f"1 (big study) + {args.senders} (small studies)",
+        "orthanc_max_associations": args.associations or "FIONA's default (2)",
     }
     for key, value in info.items():
         print(f"{key}: {value}")

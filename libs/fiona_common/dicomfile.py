@@ -161,9 +161,7 @@ class _Unparseable(Exception):
 class _HeaderScan:
     """Walks a dataset's elements in a buffer read from ``fp`` as far as it needs."""
 
-    def __init__(
-        self, fp: BinaryIO | None, first: bytes, file_offset: int, explicit: bool
-    ) -> None:
+    def __init__(self, fp: BinaryIO | None, first: bytes, file_offset: int, explicit: bool) -> None:
         """``first``: the bytes already read; ``fp`` (if any) is positioned after them."""
         self.fp, self.buf, self.file_offset, self.explicit = fp, first, file_offset, explicit
 

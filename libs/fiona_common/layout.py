@@ -174,6 +174,15 @@ def group_id(name: str | None) -> int | None:
         raise ConfigError(f"SHARED_GROUP: there is no group {name!r} on this machine") from None
 
 
+def fsync_file(path: Path) -> None:
+    """Make a file's written data durable (the file was written and closed elsewhere)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename or link inside ``path`` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

@@ -20,7 +20,14 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from fiona_common.layout import DIR_MODE, FILE_MODE, fsync_dir, safe_component, write_atomic
+from fiona_common.layout import (
+    DIR_MODE,
+    FILE_MODE,
+    fsync_dir,
+    fsync_file,
+    safe_component,
+    write_atomic,
+)
 
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed, so that the archive depends on the files only
 
@@ -43,7 +50,7 @@ def publish_study(files: list[Path], target: Path, outbox: Path, archive: bool) 
             dest.unlink(missing_ok=True)
             shutil.copyfile(f, dest)
             os.chmod(dest, FILE_MODE)
-            _fsync_file(dest)  # the ledger records these as delivered: on disk first
+            fsync_file(dest)  # the ledger records these as delivered: on disk first
         fsync_dir(staging)
         target.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         previous = None
@@ -72,23 +79,15 @@ def write_archive(folder: Path) -> Path:
             with f.open("rb") as src, z.open(info, "w") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
     os.chmod(tmp, FILE_MODE)
-    _fsync_file(tmp)
+    fsync_file(tmp)
     os.replace(tmp, zip_path)
     digest = hashlib.sha256(zip_path.read_bytes()).hexdigest()
     checksum = zip_path.with_name(zip_path.name + ".sha256")
     checksum.write_text(f"{digest}  {zip_path.name}\n")
     os.chmod(checksum, FILE_MODE)
-    _fsync_file(checksum)
+    fsync_file(checksum)
     fsync_dir(folder.parent)
     return zip_path
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def sent_dir(outbox: Path) -> Path:

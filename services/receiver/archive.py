@@ -21,7 +21,7 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
 from fiona_common.errors import BadInput
-from fiona_common.layout import FILE_MODE, Layout, checked_uid
+from fiona_common.layout import FILE_MODE, Layout, checked_uid, fsync_file
 from services.receiver.header import DatasetHead, scan_identity
 
 # DCMTK's short modality names (dcmSOPClassUIDToModality), used as the archive file prefix
@@ -136,14 +136,6 @@ def _read_with_pydicom(path: Path) -> tuple[dict[str, object], str | None]:
         raise BadInput("not_dicom", f"not a readable DICOM file ({type(err).__name__})") from err
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class StoreOutcome(StrEnum):
     STORED = "stored"
     DUPLICATE = "duplicate"
@@ -212,7 +204,7 @@ def _link_durably(source: Path, target: Path, staging: Path, fd: int | None) -> 
         if fd is not None:
             os.fsync(fd)
         else:
-            _fsync_path(target)
+            fsync_file(target)
     except OSError:
         os.unlink(target)  # not durable: do not leave a file that was never acknowledged
         raise

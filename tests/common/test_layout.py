@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from fiona_common import layout as layout_module
 from fiona_common.errors import BadInput, ConfigError
 from fiona_common.layout import Layout, group_id, is_valid_uid, write_atomic
 
@@ -100,3 +101,14 @@ def test_an_unknown_shared_group_is_a_configuration_error() -> None:
     with pytest.raises(ConfigError, match="no group 'no-such-group-here'"):
         group_id("no-such-group-here")
     assert group_id(None) is None and group_id("4") == 4
+
+
+def test_write_atomic_fsyncs_unless_told_the_file_is_scratch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    monkeypatch.setattr(layout_module.os, "fsync", synced.append)
+    write_atomic(tmp_path / "scratch", b"x", durable=False)
+    assert synced == [] and (tmp_path / "scratch").read_bytes() == b"x"
+    write_atomic(tmp_path / "kept", b"y")
+    assert len(synced) == 2  # the file, then its folder

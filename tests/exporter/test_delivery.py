@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.exporter import dicom_node
+from services.exporter import dicom_node, outbox_dir
 from services.exporter.dicom_node import Sent, classify_status
 from services.exporter.outbox_dir import publish_study, study_dir
 
@@ -57,6 +57,24 @@ def test_a_resend_adds_to_the_study_folder_and_the_archive_matches_its_checksum(
     line = target.with_name("2.25.1.zip.sha256").read_text()
     assert line == f"{hashlib.sha256(archive.read_bytes()).hexdigest()}  2.25.1.zip\n"
     assert list((outbox / ".incoming").iterdir()) == []
+
+
+def test_outbox_files_are_on_disk_before_the_study_appears(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outbox = tmp_path / "outbox"
+    target = study_dir(outbox, "MEMO", "MEMO001", "", "2.25.1")
+    synced: list[tuple[str, bool]] = []  # (file name, whether the study was visible yet)
+    real = outbox_dir.fsync_file
+
+    def recorded(path: Path) -> None:
+        synced.append((path.name, target.exists()))
+        real(path)
+
+    monkeypatch.setattr(outbox_dir, "fsync_file", recorded)
+    publish_study(files(tmp_path / "s1", "a.dcm", "b.dcm"), target, outbox, archive=True)
+    assert synced[:2] == [("a.dcm", False), ("b.dcm", False)]
+    assert {name for name, _ in synced[2:]} == {".2.25.1.zip.tmp", "2.25.1.zip.sha256"}
 
 
 def test_hostile_path_parts_stay_inside_the_outbox(tmp_path: Path) -> None:

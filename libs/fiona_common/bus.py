@@ -189,14 +189,20 @@ class Bus:
         stop: asyncio.Event,
         on_bad_input: Callable[[E | None, BadInput, Msg], Awaitable[None]] | None = None,
         batch: int = 16,
+        hold_later_up_to: float = 0.0,
     ) -> None:
         """Run ``handler`` for each message of ``event_type`` until ``stop`` is set.
 
         The handler gets a validated model and never acks: success acks, :class:`BadInput`
         terminates the message (after ``on_bad_input``, which quarantines), anything else is
         retried after a delay (a nak). Several replicas with the same durable name share
-        the work.
+        the work. :class:`Later` of at most ``hold_later_up_to`` seconds keeps the message
+        here ("in progress") and runs the handler again after the delay, instead of a delayed
+        nak, which Debian's nats-server 2.9 redelivers seconds late; only for consumers whose
+        other messages may wait meanwhile (``batch=1``).
         """
+        if hold_later_up_to and batch != 1:
+            raise ValueError("hold_later_up_to holds the whole fetch: use it with batch=1")
 
         async def settle_each(msgs: list[Msg]) -> None:
             for msg in msgs:
@@ -204,7 +210,14 @@ class Bus:
                 # only a dead consumer's messages go to another replica (after ack_wait).
                 alive = asyncio.create_task(_keep_in_progress(msg, spec.ack_wait_seconds / 3))
                 try:
-                    await _settle(msg, event_type, handler, on_bad_input)
+                    hold = await _settle(msg, event_type, handler, on_bad_input, hold_later_up_to)
+                    while hold is not None:  # a short Later: kept in progress by ``alive``
+                        if not await _hold([], hold, 1.0, stop):
+                            await msg.nak()  # stopping: whoever runs next takes it at once
+                            break
+                        hold = await _settle(
+                            msg, event_type, handler, on_bad_input, hold_later_up_to
+                        )
                 finally:
                     alive.cancel()
 
@@ -343,7 +356,10 @@ async def _settle(
     event_type: type[E],
     handler: Callable[[E], Awaitable[None]],
     on_bad_input: Callable[[E | None, BadInput, Msg], Awaitable[None]] | None,
-) -> None:
+    hold_later_up_to: float = 0.0,
+) -> float | None:
+    """Run the handler and settle ``msg``; or, for a :class:`Later` of at most
+    ``hold_later_up_to`` seconds, leave it unsettled and return the delay to hold it for."""
     decoded = _decode(msg, event_type)
     event = None if isinstance(decoded, BadInput) else decoded
     try:
@@ -354,19 +370,22 @@ async def _settle(
         if on_bad_input is not None:
             await on_bad_input(event, err, msg)
         await _refuse(msg, err)
-        return
+        return None
     except Unavailable as err:
         log.warning("dependency unavailable, will retry", extra={"error": str(err)})
         await msg.nak(delay=5.0)
-        return
+        return None
     except Later as later:
+        if later.seconds <= hold_later_up_to:
+            return later.seconds
         await msg.nak(delay=later.seconds)
-        return
+        return None
     except Exception:  # the consume-loop boundary: log once, let JetStream redeliver
         log.exception("handler failed", extra={"subject": msg.subject})
         await msg.nak(delay=5.0)
-        return
+        return None
     await msg.ack()
+    return None
 
 
 def _is_ack(data: bytes) -> bool:

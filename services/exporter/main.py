@@ -69,9 +69,18 @@ async def exporter(ctx: ServiceContext) -> None:
         ctx.health.set_detail("consumer_backlog", sum(found.values()))
 
     durables = [(TransferRequested, spec.durable) for spec in specs]
+    # A retry is held here, not nak'd with a delay (see Bus.consume): each partition takes
+    # one request at a time (max_ack_pending 1), so nothing else could run meanwhile anyway.
+    # Longer waits (an SFTP upload window) go back to the server.
+    hold = settings.exporter.max_retry_seconds
     try:
         await asyncio.gather(
-            *(bus.consume(TransferRequested, spec, handler, ctx.stop, batch=1) for spec in specs),
+            *(
+                bus.consume(
+                    TransferRequested, spec, handler, ctx.stop, batch=1, hold_later_up_to=hold
+                )
+                for spec in specs
+            ),
             report_pending(bus, durables, ctx.stop, then=backlog),
         )
     finally:

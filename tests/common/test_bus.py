@@ -182,6 +182,47 @@ async def test_a_held_batch_is_handed_back_at_once_on_stop(nats_server: NatsServ
     await bus.nc.close()
 
 
+async def test_a_short_later_of_a_single_message_consumer_is_held_not_redelivered(
+    nats_server: NatsServer,
+) -> None:
+    # The exporter's retries: a delayed nak came back seconds late from nats-server 2.9.
+    bus = await connect(nats_server.url, "test")
+    await bus.ensure_streams()
+    assert all(await bus.publish_many([instance_stored("1.2.3.7.1")]))
+    tries: list[str] = []
+    stop = asyncio.Event()
+
+    async def not_yet(event: InstanceStored) -> None:
+        tries.append(event.sop_uid)
+        if len(tries) < 3:
+            raise Later(0.4)
+        stop.set()
+
+    spec = ConsumerSpec(durable="test-hold", ack_wait_seconds=0.6, max_deliver=-1)
+    consume = bus.consume(InstanceStored, spec, not_yet, stop, batch=1, hold_later_up_to=1.0)
+    await asyncio.wait_for(consume, 20)
+    await bus.nc.flush()
+    info = await bus.js.consumer_info("FIONA_INSTANCES", "test-hold")
+    assert tries == ["1.2.3.7.1"] * 3
+    assert info.delivered.consumer_seq == 1 and info.num_ack_pending == 0  # delivered once
+
+    # Longer than the hold: back to the server (an SFTP window of hours is not held here).
+    assert all(await bus.publish_many([instance_stored("1.2.3.7.2")]))
+    stop.clear()
+
+    async def much_later(event: InstanceStored) -> None:
+        stop.set()
+        raise Later(3600)
+
+    await asyncio.wait_for(
+        bus.consume(InstanceStored, spec, much_later, stop, batch=1, hold_later_up_to=1.0), 10
+    )
+    await bus.nc.flush()
+    info = await bus.js.consumer_info("FIONA_INSTANCES", "test-hold")
+    assert info.num_ack_pending == 1 and info.num_redelivered == 0  # nak'd with the delay
+    await bus.nc.close()
+
+
 async def test_kv_bucket_is_created_on_first_use(nats_server: NatsServer) -> None:
     bus = await connect(nats_server.url, "test")
     kv = await bus.kv("fiona_test_state")

@@ -51,7 +51,11 @@ def _part10(ds: Dataset) -> bytes:
 def hostile_files(draw: st.DrawFn) -> tuple[str, bytes]:
     uids = draw(st.lists(st.integers(10**20, 10**21 - 1), min_size=3, max_size=3))
     sop, study, series = (f"2.25.{n}" for n in uids)
-    valid = _part10(mr_dataset(sop_uid=sop, study_uid=study, series_uid=series, rows=4, cols=4))
+    # Every UID from the draw: a generated one varies in length, and Hypothesis refuses
+    # data generation that depends on anything but the draw (FlakyStrategyDefinition).
+    ids = {"sop_uid": sop, "study_uid": study, "series_uid": series}
+    ids |= {"FrameOfReferenceUID": f"{study}.1"}
+    valid = _part10(mr_dataset(**ids, rows=4, cols=4))
     kind = draw(
         st.sampled_from(
             [
@@ -75,7 +79,7 @@ def hostile_files(draw: st.DrawFn) -> tuple[str, bytes]:
     if kind == "preamble_without_meta":
         return kind, b"\0" * 128 + b"DICM" + draw(st.binary(max_size=512))
     if kind == "hostile_uid":
-        ds = mr_dataset(sop_uid=sop, study_uid=study, series_uid=series, rows=4, cols=4)
+        ds = mr_dataset(**ids, rows=4, cols=4)
         keyword = draw(st.sampled_from(["SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"]))
         uid = draw(st.sampled_from(HOSTILE_UIDS))
         setattr(ds, keyword, uid)

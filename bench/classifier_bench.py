@@ -125,14 +125,6 @@ def floor_run(files: list[Path]) -> Run:
     )
 
 
-def start_nats(procs: rb.Processes, workdir: Path) -> tuple[str, int]:
-    port = rb.free_port()
-    cmd = ["nats-server", "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(workdir / "nats")]
-    proc = procs.spawn("nats", cmd)
-    rb.wait_until(lambda: rb.tcp_open(port), 20, "nats-server")
-    return f"nats://127.0.0.1:{port}", proc.pid
-
-
 def receiver_run(corpus: rb.Corpus, associations: int, scratch: Path) -> Run:
     """The FIONA receiver taking the corpus from storescu, as in bench/receiver_bench.py."""
     workdir = Path(tempfile.mkdtemp(prefix="receiver-", dir=scratch))
@@ -158,7 +150,7 @@ def receiver_run(corpus: rb.Corpus, associations: int, scratch: Path) -> Run:
 def classifier_run(files: list[Path], processes: int, rules: Path | None, scratch: Path) -> Run:
     workdir = Path(tempfile.mkdtemp(prefix=f"classifier{processes}-", dir=scratch))
     with rb.Processes(workdir) as procs:
-        url, nats_pid = start_nats(procs, workdir)
+        url, nats_pid = rb.start_nats(procs, workdir)
         events = archive(files, Layout(workdir / "data"))
         env = {"FIONA_DATADIR": str(workdir / "data"), "FIONA_NATS_URL": url}
         if rules:

@@ -459,7 +459,7 @@ class FionaReceiver(Receiver):
                 "fiona_cli is not runnable (`python -m fiona_cli` needs fiona_cli/__main__.py):"
                 " install the repo with pip install -e /work/main"
             )
-        self.nats_url = self._start_nats(procs, workdir)
+        self.nats_url, self.nats_pid = start_nats(procs, workdir)
         http_port, self.port = free_port(), free_port()
         self.datadir = workdir / "data"
         env = {
@@ -480,16 +480,6 @@ class FionaReceiver(Receiver):
             lambda: http_status(ready_url) == 200, 60, "fiona receiver", proc, procs.log_of("fiona")
         )
 
-    def _start_nats(self, procs: Processes, workdir: Path) -> str:
-        """A private JetStream-enabled nats-server; returns its URL."""
-        port = free_port()
-        cmd = [NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(port)]
-        proc = procs.spawn("nats-server", [*cmd, "-sd", str(workdir / "nats")])
-        self.nats_pid = proc.pid
-        log = procs.log_of("nats-server")
-        wait_until(lambda: tcp_open(port), 30, "nats-server", proc, log)
-        return f"nats://127.0.0.1:{port}"
-
     def wait_settled(self, expected: int, deadline: float) -> None:
         """The whole path: every stored object's event is in JetStream."""
         events = asyncio.run(wait_stream(self.nats_url, expected, deadline))
@@ -499,6 +489,16 @@ class FionaReceiver(Receiver):
     def stored_count(self) -> int:
         archive = self.datadir / "site" / "archive"
         return sum(1 for p in archive.glob("scp_*/MR.*") if p.is_file())
+
+
+def start_nats(procs: Processes, workdir: Path) -> tuple[str, int]:
+    """A private JetStream-enabled nats-server; returns its URL and pid."""
+    port = free_port()
+    cmd = [NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(port)]
+    proc = procs.spawn("nats-server", [*cmd, "-sd", str(workdir / "nats")])
+    log = procs.log_of("nats-server")
+    wait_until(lambda: tcp_open(port), 30, "nats-server", proc, log)
+    return f"nats://127.0.0.1:{port}", proc.pid
 
 
 async def wait_stream(url: str, expected: int, deadline: float) -> int:

@@ -212,7 +212,7 @@ class Bus:
                 try:
                     hold = await _settle(msg, event_type, handler, on_bad_input, hold_later_up_to)
                     while hold is not None:  # a short Later: kept in progress by ``alive``
-                        if not await _hold([], hold, 1.0, stop):
+                        if not await _wait_unless_stopped(hold, stop):
                             await msg.nak()  # stopping: whoever runs next takes it at once
                             break
                         hold = await _settle(
@@ -336,11 +336,16 @@ async def _hold(msgs: list[Msg], seconds: float, every: float, stop: asyncio.Eve
     """Keep ``msgs`` unacknowledged and ours for ``seconds``; False if ``stop`` came first."""
     alive = [asyncio.create_task(_keep_in_progress(msg, every)) for msg in msgs]
     try:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), seconds)
+        return await _wait_unless_stopped(seconds, stop)
     finally:
         for task in alive:
             task.cancel()
+
+
+async def _wait_unless_stopped(seconds: float, stop: asyncio.Event) -> bool:
+    """Sleep ``seconds``; False if ``stop`` came first."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
     return not stop.is_set()
 
 

@@ -22,7 +22,6 @@ from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.tag import BaseTag
 
 IMPLICIT_VR_LE = "1.2.840.10008.1.2"
-EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
 # Deflated and big endian datasets: rare, left to pydicom.
 NOT_PLAIN_LE = frozenset({"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"})
 UNDEFINED = 0xFFFFFFFF
